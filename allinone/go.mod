@@ -1,0 +1,3 @@
+module github.com/phxnats/phxnats/allinone
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/phxnats/phxnats/gateway
+
+go 1.26.8

@@ -1,0 +1,166 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Reply statuses.
+const (
+	StatusOK      = "ok"
+	StatusError   = "error"
+	StatusNoReply = "noreply"
+)
+
+// MaxEventLength bounds an event name, for the same reason as MaxTopicLength.
+const MaxEventLength = 255
+
+// JoinRequest asks a service whether a socket may join Topic.
+type JoinRequest struct {
+	Topic string `json:"topic"`
+	// UserID is the id from the socket's verified token; "" for an anonymous socket.
+	UserID string `json:"user_id,omitempty"`
+	// Payload is the phx_join payload exactly as the client sent it (any JSON value).
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Gateway and ConnID identify the socket, for logs and later messages.
+	Gateway string `json:"gateway,omitempty"`
+	ConnID  string `json:"conn_id,omitempty"`
+}
+
+// PushRequest hands a client event on a joined topic to its service.
+type PushRequest struct {
+	Topic   string          `json:"topic"`
+	Event   string          `json:"event"`
+	UserID  string          `json:"user_id,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Gateway string          `json:"gateway,omitempty"`
+	ConnID  string          `json:"conn_id,omitempty"`
+}
+
+// Reply is a service's answer to a JoinRequest or PushRequest. The gateway
+// turns it into Phoenix's phx_reply {"status": Status, "response": Response}.
+type Reply struct {
+	Status string `json:"status"`
+	// Response is a JSON object; empty means {}.
+	Response json.RawMessage `json:"response,omitempty"`
+}
+
+// OK returns an ok Reply with the given response object (nil for {}).
+func OK(response json.RawMessage) Reply { return Reply{Status: StatusOK, Response: response} }
+
+// Error returns an error Reply whose response is {"reason": reason}, the
+// shape Phoenix apps and phoenix.js use for refusals.
+func Error(reason string) Reply { return Reply{Status: StatusError, Response: Reason(reason)} }
+
+// NoReply returns the Reply that tells the gateway not to answer the client.
+func NoReply() Reply { return Reply{Status: StatusNoReply} }
+
+// Reason encodes {"reason": reason}.
+func Reason(reason string) json.RawMessage {
+	b, _ := json.Marshal(struct {
+		Reason string `json:"reason"`
+	}{reason})
+	return b
+}
+
+// Validate checks a Reply received from a service.
+func (r *Reply) Validate() error {
+	switch r.Status {
+	case StatusOK, StatusError, StatusNoReply:
+	default:
+		return fmt.Errorf("proto: reply status %q is not ok, error or noreply", r.Status)
+	}
+	if len(r.Response) > 0 && !isJSONObject(r.Response) {
+		return errors.New("proto: reply response is not a JSON object")
+	}
+	return nil
+}
+
+// Broadcast is the payload of a RoomSubject message: one Phoenix event for
+// every socket joined to the room. In JSON:
+//
+//	{"event": "new_msg", "payload": {"body": "hello"}}
+//
+// Event is a non-empty string of at most MaxEventLength bytes that does not
+// start with "phx_" (those events drive phoenix.js's channel state machine and
+// belong to the gateway). Payload is a JSON object.
+type Broadcast struct {
+	Event   string          `json:"event"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// Validate reports why a Broadcast cannot be delivered to browsers.
+func (b *Broadcast) Validate() error {
+	switch {
+	case b.Event == "":
+		return errors.New("proto: broadcast event is empty")
+	case len(b.Event) > MaxEventLength:
+		return fmt.Errorf("proto: broadcast event longer than %d bytes", MaxEventLength)
+	case strings.HasPrefix(b.Event, "phx_"):
+		return fmt.Errorf("proto: broadcast event %q is reserved", b.Event)
+	case !isJSONObject(b.Payload):
+		return errors.New("proto: broadcast payload is not a JSON object")
+	}
+	return nil
+}
+
+// DecodeBroadcast parses and validates a RoomSubject message body.
+func DecodeBroadcast(data []byte) (Broadcast, error) {
+	var b Broadcast
+	if err := json.Unmarshal(data, &b); err != nil {
+		return b, fmt.Errorf("proto: broadcast is not valid JSON: %w", err)
+	}
+	return b, b.Validate()
+}
+
+// VerifyRequest asks authsvc to verify a user token.
+type VerifyRequest struct {
+	Token string `json:"token"`
+}
+
+// Token verification errors, as sent in VerifyReply.Error. They mirror
+// Phoenix.Token's {:error, :expired | :invalid | :missing}.
+const (
+	TokenExpired = "expired"
+	TokenInvalid = "invalid"
+	TokenMissing = "missing"
+)
+
+// VerifyReply is authsvc's answer: UserID when the token is good, else Error.
+type VerifyReply struct {
+	UserID string `json:"user_id,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// SignRequest asks authsvc for a token carrying UserID.
+type SignRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// SignReply carries the signed token, or Error.
+type SignReply struct {
+	Token string `json:"token,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// MembershipRequest grants, revokes or lists membership of a private room.
+// UserID is ignored by SubjectMembersList.
+type MembershipRequest struct {
+	Topic  string `json:"topic"`
+	UserID string `json:"user_id,omitempty"`
+}
+
+// MembershipReply answers a MembershipRequest. Members is set by
+// SubjectMembersList; Error is set on failure.
+type MembershipReply struct {
+	Members []string `json:"members,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
+}

@@ -1,0 +1,50 @@
+package proto
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestDecodeBroadcast(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"new_msg", `{"event":"new_msg","payload":{"body":"hi"}}`, true},
+		{"empty payload object", `{"event":"x","payload":{}}`, true},
+		{"not json", `hello`, false},
+		{"no event", `{"payload":{}}`, false},
+		{"reserved event", `{"event":"phx_close","payload":{}}`, false},
+		{"payload string", `{"event":"x","payload":"s"}`, false},
+		{"payload missing", `{"event":"x"}`, false},
+		{"payload array", `{"event":"x","payload":[1]}`, false},
+		{"event not string", `{"event":1,"payload":{}}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeBroadcast([]byte(tt.in))
+			if (err == nil) != tt.ok {
+				t.Fatalf("DecodeBroadcast(%s) err = %v, want ok=%v", tt.in, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestReplyValidate(t *testing.T) {
+	good := []Reply{OK(nil), OK(json.RawMessage(`{"a":1}`)), Error("unauthorized"), NoReply()}
+	for _, r := range good {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	bad := []Reply{{Status: "maybe"}, {Status: "ok", Response: json.RawMessage(`[1]`)}}
+	for _, r := range bad {
+		if err := r.Validate(); err == nil {
+			t.Errorf("%+v: want an error", r)
+		}
+	}
+	if got := string(Error("unauthorized").Response); got != `{"reason":"unauthorized"}` {
+		t.Errorf("Error response = %s", got)
+	}
+}

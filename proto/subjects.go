@@ -1,0 +1,99 @@
+package proto
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Auth subjects. authsvc instances subscribe to both in the queue group
+// QueueAuth, so any number of them share the load.
+const (
+	// SubjectAuthVerify: request/reply. The gateway sends a VerifyRequest when
+	// a socket connects with a token; authsvc answers a VerifyReply.
+	SubjectAuthVerify = "phx.auth.verify"
+
+	// SubjectAuthSign: request/reply. The development login (and operator
+	// tools) send a SignRequest; authsvc answers a SignReply. Production
+	// deployments should let only trusted users publish here (NATS permissions).
+	SubjectAuthSign = "phx.auth.sign"
+
+	// QueueAuth is the queue group of authsvc subscribers.
+	QueueAuth = "authsvc"
+)
+
+// Room subjects.
+const (
+	// RoomSubjectPrefix starts every room broadcast subject; the rest is the
+	// room topic encoded by EncodeTopic. See RoomSubject.
+	RoomSubjectPrefix = "phx.room."
+
+	// RoomSubjectAll matches every room broadcast, for monitoring tools.
+	RoomSubjectAll = RoomSubjectPrefix + ">"
+
+	// QueueRooms is the queue group of roomsvc subscribers.
+	QueueRooms = "roomsvc"
+
+	// ServiceRooms is the service name roomsvc answers for, as used in
+	// JoinSubject, PushSubject and the gateway's routes.
+	ServiceRooms = "rooms"
+)
+
+// RoomSubject is the subject on which every message for the Phoenix topic is
+// broadcast: "phx.room." + EncodeTopic(topic).
+//
+// Publishers: roomsvc (after it accepted a new_msg) and any other service
+// that wants to post into a room (see Publish). Subscribers: every gateway
+// that has at least one local socket joined to the topic, with one plain
+// (non-queue) subscription per room. Not request/reply. Payload: Broadcast
+// as JSON, e.g. {"event":"new_msg","payload":{"body":"hi"}}.
+//
+// The broadcast reaches phoenix.js as [null,null,topic,event,payload]
+// (Phoenix's fastlane broadcast) on every socket joined to the topic.
+func RoomSubject(topic string) (string, error) {
+	tok, err := EncodeTopic(topic)
+	if err != nil {
+		return "", err
+	}
+	return RoomSubjectPrefix + tok, nil
+}
+
+var serviceName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// ValidService reports whether name can be used as a service name in
+// JoinSubject and PushSubject: lower-case letters, digits, '_' and '-'.
+func ValidService(name string) error {
+	if !serviceName.MatchString(name) {
+		return fmt.Errorf("proto: bad service name %q: want %s", name, serviceName)
+	}
+	return nil
+}
+
+// JoinSubject is where the gateway asks the service that owns a topic
+// whether a socket may join it: "phx.svc.<service>.join".
+//
+// Publisher: the gateway, with a JoinRequest, as a request. Subscribers: the
+// service's instances in one queue group. Reply: a Reply with status "ok" or
+// "error" and the response map that phoenix.js receives.
+func JoinSubject(service string) string { return "phx.svc." + service + ".join" }
+
+// PushSubject is where the gateway hands a client event on a joined topic to
+// the service that owns it: "phx.svc.<service>.push".
+//
+// Publisher: the gateway, with a PushRequest, as a request. Subscribers: the
+// service's instances in one queue group. Reply: a Reply with status "ok",
+// "error" or "noreply" (no phx_reply is sent to the client, like Phoenix's
+// {:noreply, socket}). A service must publish any broadcast the event causes
+// before it replies, so that one client's pushes are broadcast in order even
+// when several instances share the queue group.
+func PushSubject(service string) string { return "phx.svc." + service + ".push" }
+
+// Membership subjects: request/reply, served by roomsvc in QueueRooms. The
+// request is a MembershipRequest and the reply a MembershipReply.
+const (
+	// SubjectMembersGrant makes a user a member of a private room.
+	SubjectMembersGrant = "phx.rooms.members.grant"
+	// SubjectMembersRevoke removes a user from a private room.
+	SubjectMembersRevoke = "phx.rooms.members.revoke"
+	// SubjectMembersList lists the members of a room.
+	SubjectMembersList = "phx.rooms.members.list"
+)

@@ -1,0 +1,213 @@
+// Package rooms is roomsvc: the chat rooms of the Phoenix channels guide,
+// served over NATS. It decides who may join which room, validates what
+// members say, and broadcasts it to the room.
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/proto"
+)
+
+// Options configure a Service.
+type Options struct {
+	// Conn is the NATS connection; required.
+	Conn *nats.Conn
+	// Store holds memberships; required.
+	Store *Store
+	// Rules are the chat rules; the zero value is the guide's chat.
+	Rules Rules
+	// QueueGroup defaults to proto.QueueRooms.
+	QueueGroup string
+	// Service is the name the gateway routes to; defaults to proto.ServiceRooms.
+	Service string
+	// StoreTimeout bounds each KV operation; default 2s.
+	StoreTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Service answers joins, pushes and membership requests for rooms:* topics.
+type Service struct {
+	opts Options
+	subs []*nats.Subscription
+}
+
+// Start subscribes the service to its subjects. Stop it with Drain.
+func Start(opts Options) (*Service, error) {
+	if opts.Conn == nil || opts.Store == nil {
+		return nil, errors.New("rooms: Options.Conn and Options.Store are required")
+	}
+	if opts.QueueGroup == "" {
+		opts.QueueGroup = proto.QueueRooms
+	}
+	if opts.Service == "" {
+		opts.Service = proto.ServiceRooms
+	}
+	if err := proto.ValidService(opts.Service); err != nil {
+		return nil, err
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Service{opts: opts}
+	handlers := map[string]nats.MsgHandler{
+		proto.JoinSubject(opts.Service): s.handleJoin,
+		proto.PushSubject(opts.Service): s.handlePush,
+		proto.SubjectMembersGrant:       s.handleMembership,
+		proto.SubjectMembersRevoke:      s.handleMembership,
+		proto.SubjectMembersList:        s.handleMembership,
+	}
+	for subject, h := range handlers {
+		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, h)
+		if err != nil {
+			s.unsubscribe()
+			return nil, fmt.Errorf("rooms: subscribe %s: %w", subject, err)
+		}
+		// Bursts of joins must queue, not be dropped as a slow consumer.
+		_ = sub.SetPendingLimits(1<<20, 256<<20)
+		s.subs = append(s.subs, sub)
+	}
+	if err := opts.Conn.Flush(); err != nil {
+		s.unsubscribe()
+		return nil, fmt.Errorf("rooms: flush subscriptions: %w", err)
+	}
+	return s, nil
+}
+
+// Drain stops taking new requests and finishes the ones already received.
+func (s *Service) Drain() {
+	for _, sub := range s.subs {
+		_ = sub.Drain()
+	}
+}
+
+func (s *Service) unsubscribe() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+}
+
+func (s *Service) handleJoin(m *nats.Msg) {
+	var req proto.JoinRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		s.respond(m, proto.Error("bad join request"))
+		return
+	}
+	s.respond(m, s.join(req))
+}
+
+func (s *Service) join(req proto.JoinRequest) proto.Reply {
+	if !IsRoom(req.Topic) {
+		return proto.Error("unauthorized")
+	}
+	if s.opts.Rules.IsPublic(req.Topic) {
+		return proto.OK(nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	ok, err := s.opts.Store.IsMember(ctx, req.Topic, req.UserID)
+	if err != nil {
+		s.opts.Logger.Error("membership lookup failed", "topic", req.Topic, "user", req.UserID, "err", err)
+		return proto.Error("membership store unavailable")
+	}
+	if !ok {
+		return proto.Error("unauthorized")
+	}
+	return proto.OK(nil)
+}
+
+func (s *Service) handlePush(m *nats.Msg) {
+	var req proto.PushRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		s.respond(m, proto.Error("bad push request"))
+		return
+	}
+	s.respond(m, s.push(req))
+}
+
+func (s *Service) push(req proto.PushRequest) proto.Reply {
+	switch req.Event {
+	case "new_msg":
+		body, err := s.opts.Rules.NewMsg(req.Payload)
+		if err != nil {
+			return proto.Error(err.Error())
+		}
+		payload, _ := json.Marshal(struct {
+			Body string `json:"body"`
+		}{body})
+		data, _ := json.Marshal(proto.Broadcast{Event: "new_msg", Payload: payload})
+		subject, err := proto.RoomSubject(req.Topic)
+		if err != nil {
+			return proto.Error(err.Error())
+		}
+		// Published before the reply, so the gateway's next push from this
+		// client (sent only after this reply) is broadcast after this one.
+		if err := s.opts.Conn.Publish(subject, data); err != nil {
+			s.opts.Logger.Error("broadcast failed", "topic", req.Topic, "err", err)
+			return proto.Error("broadcast failed")
+		}
+		return proto.NoReply()
+	case "ping":
+		// The reference app's ping: reply with the payload. Handy for
+		// round-trip checks and load tests.
+		if len(req.Payload) == 0 || req.Payload[0] != '{' {
+			return proto.Error("ping needs an object payload")
+		}
+		return proto.OK(req.Payload)
+	default:
+		return proto.Error(fmt.Sprintf("unknown event %q", req.Event))
+	}
+}
+
+func (s *Service) handleMembership(m *nats.Msg) {
+	var req proto.MembershipRequest
+	var rep proto.MembershipReply
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		rep.Error = "bad membership request: " + err.Error()
+		s.respondJSON(m, rep)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	var err error
+	switch m.Subject {
+	case proto.SubjectMembersGrant:
+		err = s.opts.Store.Grant(ctx, req.Topic, req.UserID)
+	case proto.SubjectMembersRevoke:
+		err = s.opts.Store.Revoke(ctx, req.Topic, req.UserID)
+	case proto.SubjectMembersList:
+		if err = checkMember(req.Topic, "-"); err == nil {
+			rep.Members, err = s.opts.Store.Members(ctx, req.Topic)
+		}
+	}
+	if err != nil {
+		rep.Error = err.Error()
+	} else {
+		s.opts.Logger.Info("membership", "op", m.Subject, "topic", req.Topic, "user", req.UserID)
+	}
+	s.respondJSON(m, rep)
+}
+
+func (s *Service) respond(m *nats.Msg, r proto.Reply) { s.respondJSON(m, r) }
+
+func (s *Service) respondJSON(m *nats.Msg, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.opts.Logger.Error("encode reply", "err", err)
+		return
+	}
+	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
+		s.opts.Logger.Warn("reply failed", "subject", m.Subject, "err", err)
+	}
+}

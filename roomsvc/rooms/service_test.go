@@ -1,0 +1,153 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/proto"
+	"github.com/phxnats/phxnats/proto/natstest"
+)
+
+func startService(t *testing.T, storeDir string) (*nats.Conn, *Store) {
+	t.Helper()
+	srv := natstest.Start(t, natstest.Options{StoreDir: storeDir})
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := OpenStore(ctx, js, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyLength: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Drain)
+	return nc, st
+}
+
+func request[T any](t *testing.T, nc *nats.Conn, subject string, req any) T {
+	t.Helper()
+	data, _ := json.Marshal(req)
+	m, err := nc.Request(subject, data, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	var out T
+	if err := json.Unmarshal(m.Data, &out); err != nil {
+		t.Fatalf("reply %s: %v", m.Data, err)
+	}
+	return out
+}
+
+func TestJoin(t *testing.T) {
+	nc, _ := startService(t, "")
+	join := proto.JoinSubject(proto.ServiceRooms)
+	grant := request[proto.MembershipReply](t, nc, proto.SubjectMembersGrant, proto.MembershipRequest{Topic: "rooms:ops", UserID: "alice"})
+	if grant.Error != "" {
+		t.Fatal(grant.Error)
+	}
+	tests := []struct {
+		topic, user, status, response string
+	}{
+		{"rooms:lobby", "", "ok", ""},
+		{"rooms:lobby", "bob", "ok", ""},
+		{"rooms:ops", "alice", "ok", ""},
+		{"rooms:ops", "bob", "error", `{"reason":"unauthorized"}`},
+		{"rooms:ops", "", "error", `{"reason":"unauthorized"}`},
+		{"rooms:secret", "alice", "error", `{"reason":"unauthorized"}`},
+		{"rooms:", "alice", "error", `{"reason":"unauthorized"}`},
+	}
+	for _, tt := range tests {
+		got := request[proto.Reply](t, nc, join, proto.JoinRequest{Topic: tt.topic, UserID: tt.user})
+		if got.Status != tt.status || string(got.Response) != tt.response {
+			t.Errorf("join %s as %q = %s %s, want %s %s", tt.topic, tt.user, got.Status, got.Response, tt.status, tt.response)
+		}
+	}
+	// Revoking takes effect at the next join.
+	if rep := request[proto.MembershipReply](t, nc, proto.SubjectMembersRevoke, proto.MembershipRequest{Topic: "rooms:ops", UserID: "alice"}); rep.Error != "" {
+		t.Fatal(rep.Error)
+	}
+	if got := request[proto.Reply](t, nc, join, proto.JoinRequest{Topic: "rooms:ops", UserID: "alice"}); got.Status != "error" {
+		t.Errorf("join after revoke = %s", got.Status)
+	}
+}
+
+func TestPushNewMsgBroadcasts(t *testing.T) {
+	nc, _ := startService(t, "")
+	sub, err := nc.SubscribeSync("phx.room.rooms:lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := proto.PushSubject(proto.ServiceRooms)
+	rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: "new_msg", Payload: json.RawMessage(`{"body":"hi","extra":1}`)})
+	if rep.Status != proto.StatusNoReply {
+		t.Fatalf("new_msg reply = %+v, want noreply", rep)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != `{"event":"new_msg","payload":{"body":"hi"}}` {
+		t.Fatalf("broadcast = %s", m.Data)
+	}
+
+	for _, tc := range []struct{ event, payload, reason string }{
+		{"new_msg", `{"body":""}`, "body is empty"},
+		{"new_msg", `{"body":"12345678901"}`, "body is 11 characters, the limit is 10"},
+		{"shout", `{}`, `unknown event "shout"`},
+	} {
+		rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: tc.event, Payload: json.RawMessage(tc.payload)})
+		want := string(proto.Reason(tc.reason))
+		if rep.Status != "error" || string(rep.Response) != want {
+			t.Errorf("%s %s = %s %s, want error %s", tc.event, tc.payload, rep.Status, rep.Response, want)
+		}
+	}
+	if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("an invalid push was broadcast: %s", m.Data)
+	}
+	ping := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: "ping", Payload: json.RawMessage(`{"n":1}`)})
+	if ping.Status != "ok" || string(ping.Response) != `{"n":1}` {
+		t.Errorf("ping = %+v", ping)
+	}
+}
+
+func TestMembershipSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("grant", func(t *testing.T) {
+		nc, _ := startService(t, dir)
+		for _, u := range []string{"bob", "alice", "o.dd*user"} {
+			if rep := request[proto.MembershipReply](t, nc, proto.SubjectMembersGrant, proto.MembershipRequest{Topic: "rooms:ops.x", UserID: u}); rep.Error != "" {
+				t.Fatal(rep.Error)
+			}
+		}
+	})
+	t.Run("after restart", func(t *testing.T) {
+		nc, _ := startService(t, dir)
+		rep := request[proto.MembershipReply](t, nc, proto.SubjectMembersList, proto.MembershipRequest{Topic: "rooms:ops.x"})
+		got, _ := json.Marshal(rep.Members)
+		if string(got) != `["alice","bob","o.dd*user"]` {
+			t.Fatalf("members = %s (%s)", got, rep.Error)
+		}
+		// rooms:ops must not see rooms:ops.x's members: the key escape keeps them apart.
+		rep = request[proto.MembershipReply](t, nc, proto.SubjectMembersList, proto.MembershipRequest{Topic: "rooms:ops"})
+		if len(rep.Members) != 0 || rep.Error != "" {
+			t.Fatalf("rooms:ops members = %v %q", rep.Members, rep.Error)
+		}
+	})
+	nc, _ := startService(t, "")
+	for _, req := range []proto.MembershipRequest{{Topic: "lobby", UserID: "a"}, {Topic: "rooms:x"}, {Topic: ""}} {
+		if rep := request[proto.MembershipReply](t, nc, proto.SubjectMembersGrant, req); rep.Error == "" {
+			t.Errorf("grant %+v succeeded", req)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/proto"
+)
+
+// DefaultBucket is the JetStream KV bucket that holds room memberships.
+const DefaultBucket = "phx_room_members"
+
+// Store keeps private-room memberships in a JetStream KV bucket, so they
+// survive restarts and are shared by every roomsvc instance. Each membership
+// is one key, "<room>.<user>", both parts escaped with proto.EncodeKey, which
+// makes a membership check a single Get and a room's listing a filtered scan.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// StoreOptions configure OpenStore.
+type StoreOptions struct {
+	// Bucket defaults to DefaultBucket.
+	Bucket string
+	// Replicas is the bucket's replication factor: 1 on a single server,
+	// 3 on a NATS cluster so that memberships outlive a node. Default 1.
+	Replicas int
+}
+
+// OpenStore creates the bucket if it does not exist and opens it.
+func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (*Store, error) {
+	if opts.Bucket == "" {
+		opts.Bucket = DefaultBucket
+	}
+	if opts.Replicas == 0 {
+		opts.Replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      opts.Bucket,
+		Description: "private room memberships: key <room>.<user>",
+		History:     1,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.Bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+func memberKey(topic, user string) string {
+	return proto.EncodeKey(topic) + "." + proto.EncodeKey(user)
+}
+
+// Grant makes user a member of topic. Granting twice is not an error.
+func (s *Store) Grant(ctx context.Context, topic, user string) error {
+	if err := checkMember(topic, user); err != nil {
+		return err
+	}
+	_, err := s.kv.PutString(ctx, memberKey(topic, user), time.Now().UTC().Format(time.RFC3339))
+	return err
+}
+
+// Revoke removes user from topic. Revoking a non-member is not an error.
+func (s *Store) Revoke(ctx context.Context, topic, user string) error {
+	if err := checkMember(topic, user); err != nil {
+		return err
+	}
+	err := s.kv.Delete(ctx, memberKey(topic, user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// IsMember reports whether user is a member of topic.
+func (s *Store) IsMember(ctx context.Context, topic, user string) (bool, error) {
+	if user == "" {
+		return false, nil
+	}
+	_, err := s.kv.Get(ctx, memberKey(topic, user))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// Members lists the members of topic, sorted.
+func (s *Store) Members(ctx context.Context, topic string) ([]string, error) {
+	prefix := proto.EncodeKey(topic) + "."
+	lister, err := s.kv.ListKeysFiltered(ctx, prefix+"*")
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for key := range lister.Keys() {
+		u, err := proto.DecodeKey(strings.TrimPrefix(key, prefix))
+		if err != nil {
+			continue // not written by us
+		}
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	return users, nil
+}
+
+func checkMember(topic, user string) error {
+	if _, err := proto.EncodeTopic(topic); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(topic, TopicPrefix) || len(topic) == len(TopicPrefix) {
+		return fmt.Errorf("rooms: %q is not a room topic (want %s<id>)", topic, TopicPrefix)
+	}
+	if user == "" {
+		return errors.New("rooms: empty user id")
+	}
+	return nil
+}
