@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,10 +34,10 @@ type scenario struct {
 
 // frame is one captured WebSocket data frame.
 type frame struct {
-	where     string
-	fromSrv   bool
-	binary    bool
-	data      []byte
+	where      string
+	fromSrv    bool
+	binary     bool
+	data       []byte
 	closed1011 bool // Phoenix closed the socket with 1011 right after this frame
 }
 
@@ -66,7 +67,7 @@ func framesOf(t *testing.T, where string, log []logEntry) []frame {
 		if e.Dir == "" {
 			continue
 		}
-		f := frame{where: where, fromSrv: e.Dir == "in", binary: e.Type == "binary", data: []byte(e.Data)}
+		f := frame{where: fmt.Sprintf("%s/%dms", where, e.T), fromSrv: e.Dir == "in", binary: e.Type == "binary", data: []byte(e.Data)}
 		if f.binary {
 			b, err := hex.DecodeString(e.Hex)
 			if err != nil {

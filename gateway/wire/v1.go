@@ -136,6 +136,7 @@ func v1Key(k string) int {
 // :payload, :ref])) and Jason writes the keys of small maps sorted, hence
 // event, payload, ref, topic.
 
+// AppendReply ignores joinRef for the same reason as AppendPush.
 func (v1Serializer) AppendReply(dst []byte, joinRef, ref, topic, status string, response []byte, binaryResponse bool) ([]byte, bool, error) {
 	if binaryResponse {
 		return dst, false, ErrBinaryUnsupported
@@ -149,6 +150,8 @@ func (v1Serializer) AppendReply(dst []byte, joinRef, ref, topic, status string, 
 	return appendV1Tail(dst, ref, topic), false, nil
 }
 
+// AppendPush ignores joinRef: V1 frames have no slot for it, so a push and
+// a broadcast encode identically.
 func (v1Serializer) AppendPush(dst []byte, joinRef, topic, event string, payload []byte, binaryPayload bool) ([]byte, bool, error) {
 	if binaryPayload {
 		return dst, false, ErrBinaryUnsupported

@@ -18,9 +18,14 @@ import (
 type Message struct {
 	// JoinRef is "" when the client sent null or omitted it.
 	JoinRef string
-	// Ref is "" when the client sent null.
-	Ref   string
+	// Ref is "" when the client sent null; heartbeats and pushes that
+	// expect a reply carry one.
+	Ref string
+	// Topic is whatever the client sent (escapes decoded; arbitrary bytes
+	// in a binary push); the wire format does not restrict it, so routing
+	// code must validate it.
 	Topic string
+	// Event is the channel event, e.g. "phx_join" or "heartbeat".
 	Event string
 	// Payload is the raw JSON of the payload exactly as sent (any JSON value,
 	// surrounding whitespace trimmed) or, when Binary is set, the raw bytes

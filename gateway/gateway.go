@@ -1,0 +1,337 @@
+// Package gateway is the Phoenix-protocol edge of the system: it accepts
+// phoenix.js sockets over WebSocket, verifies their tokens with authsvc,
+// routes joins and pushes to services over NATS, and fans room broadcasts
+// out to local sockets.
+//
+// The wire format is in package wire, the per-socket protocol in package
+// session and the room fan-out in package fanout; this package is the HTTP
+// side: transports, the development login, health, metrics and the page.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/gateway/fanout"
+	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/proto"
+)
+
+// Options configure a Gateway. Zero values take the defaults documented on
+// each field.
+type Options struct {
+	// Conn is the NATS connection; required.
+	Conn *nats.Conn
+	// Name identifies this gateway in logs and service requests; default the host name.
+	Name string
+	// Routes map topics to services; default rooms:* -> rooms.
+	Routes []session.Route
+	// AllowAnonymous lets sockets connect without a token param. A token
+	// that is present but invalid is always refused with 403.
+	AllowAnonymous bool
+	// RequestTimeout bounds each request to authsvc or a service; default 5s.
+	RequestTimeout time.Duration
+	// SendQueueLen is the most frames queued to one socket; when a socket's
+	// queue is full it is closed with CloseSlowConsumer. Default 1024.
+	SendQueueLen int
+	// WriteTimeout bounds one batch of writes to a socket; default 10s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes sockets with no traffic either way; default 60s (Phoenix's).
+	IdleTimeout time.Duration
+	// MaxFrameSize is the largest client frame in bytes; larger ones close
+	// the socket with 1009. Default 1 MiB.
+	MaxFrameSize int64
+	// MaxChannels bounds the topics one socket joins; default 100 (Phoenix's).
+	MaxChannels int
+	// CheckOrigin lists the browser origins allowed to connect, like
+	// Phoenix's check_origin: empty means the request's own host; "*"
+	// allows any. Requests without an Origin header are always allowed.
+	CheckOrigin []string
+	// DevLogin serves GET /token?user_id=NAME, which asks authsvc to sign a
+	// token for anyone. For development only: real deployments issue
+	// tokens from their own login.
+	DevLogin bool
+	// AssetsDir holds phoenix.min.js from the phoenix npm package, served
+	// at /assets/phoenix.js for the chat page.
+	AssetsDir string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Gateway serves Phoenix sockets. Create it with New.
+type Gateway struct {
+	opts       Options
+	log        *slog.Logger
+	metrics    *metrics.Metrics
+	hub        *fanout.Hub
+	sessionCfg session.Config
+	upgrader   websocket.Upgrader
+	connSeq    atomic.Uint64
+
+	mu       sync.Mutex
+	conns    map[*wsConn]struct{}
+	draining bool
+}
+
+// DefaultRoutes send rooms:* to roomsvc, as the channels guide's UserSocket.
+var DefaultRoutes = []session.Route{{Pattern: "rooms:*", Service: proto.ServiceRooms}}
+
+// New creates a Gateway.
+func New(opts Options) (*Gateway, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("gateway: Options.Conn is required")
+	}
+	if opts.Name == "" {
+		opts.Name, _ = os.Hostname()
+	}
+	if opts.Routes == nil {
+		opts.Routes = DefaultRoutes
+	}
+	for _, r := range opts.Routes {
+		if r.Pattern == "" || strings.Contains(strings.TrimSuffix(r.Pattern, "*"), "*") {
+			return nil, fmt.Errorf("gateway: route pattern %q: only a trailing * is allowed", r.Pattern)
+		}
+		if err := proto.ValidService(r.Service); err != nil {
+			return nil, fmt.Errorf("gateway: route %q: %w", r.Pattern, err)
+		}
+	}
+	setDefault(&opts.RequestTimeout, 5*time.Second)
+	setDefault(&opts.SendQueueLen, 1024)
+	setDefault(&opts.WriteTimeout, 10*time.Second)
+	setDefault(&opts.IdleTimeout, 60*time.Second)
+	setDefault(&opts.MaxFrameSize, 1<<20)
+	setDefault(&opts.MaxChannels, 100)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	g := &Gateway{
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: metrics.New(),
+		conns:   make(map[*wsConn]struct{}),
+	}
+	g.hub = fanout.New(opts.Conn, g.log, g.metrics)
+	g.sessionCfg = session.Config{
+		Conn: opts.Conn, Hub: g.hub, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
+		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
+	}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Small buffers and a shared write pool keep idle sockets cheap.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		// Origins are checked before the upgrade, with Phoenix's rules.
+		CheckOrigin: func(*http.Request) bool { return true },
+		// Answer phoenix.js's authToken subprotocol offer.
+		Subprotocols: []string{"phoenix"},
+	}
+	return g, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Metrics returns the gateway's metrics.
+func (g *Gateway) Metrics() *metrics.Metrics { return g.metrics }
+
+// Handler routes the gateway's HTTP endpoints:
+//
+//	GET /socket/websocket  Phoenix socket (vsn=1.0.0 or 2.0.0)
+//	GET /token             development login (when Options.DevLogin)
+//	GET /healthz           200 while NATS is connected
+//	GET /metrics           Prometheus metrics
+//	GET /                  the chat page
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/socket/websocket", g.serveWebSocket)
+	if g.opts.DevLogin {
+		mux.HandleFunc("GET /token", g.serveToken)
+	}
+	mux.HandleFunc("GET /healthz", g.serveHealth)
+	mux.Handle("GET /metrics", g.metrics.Handler())
+	g.handlePage(mux)
+	return mux
+}
+
+// Shutdown drains the gateway: every socket gets the frames already queued
+// to it and then a close with CloseRestart, which makes phoenix.js reconnect
+// (to another gateway behind the load balancer). It returns when all
+// sockets are closed or ctx ends, whichever comes first; then it closes the
+// remaining ones at once. Stop the http.Server from accepting first.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining = true
+	conns := make([]*wsConn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.closeAfterFlush(CloseRestart, "server shutting down")
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		g.mu.Lock()
+		n := len(g.conns)
+		g.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			g.mu.Lock()
+			for c := range g.conns {
+				_ = c.ws.Close()
+			}
+			g.mu.Unlock()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// track adds or removes a socket; adding fails while draining.
+func (g *Gateway) track(c *wsConn, add bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !add {
+		delete(g.conns, c)
+		return true
+	}
+	g.conns[c] = struct{}{}
+	return !g.draining
+}
+
+func (g *Gateway) nextConnID() string {
+	return g.opts.Name + "-" + strconv.FormatUint(g.connSeq.Add(1), 10)
+}
+
+func (g *Gateway) refuse(w http.ResponseWriter, status int, reason string) {
+	g.metrics.ConnectsRefused.WithLabelValues(reason).Inc()
+	// Phoenix answers a refused socket with an empty body.
+	w.WriteHeader(status)
+}
+
+// authenticate returns the user id for a token, or the HTTP status that
+// refuses the connection: 403 for a bad token (as Phoenix), 503 when authsvc
+// cannot be asked, so that clients retry instead of giving up.
+func (g *Gateway) authenticate(token string, present bool) (string, int) {
+	if !present {
+		if g.opts.AllowAnonymous {
+			return "", 0
+		}
+		return "", http.StatusForbidden
+	}
+	if token == "" {
+		return "", http.StatusForbidden
+	}
+	data, _ := json.Marshal(proto.VerifyRequest{Token: token})
+	start := time.Now()
+	msg, err := g.opts.Conn.Request(proto.SubjectAuthVerify, data, g.opts.RequestTimeout)
+	if err != nil {
+		g.metrics.RequestSeconds.WithLabelValues("verify", "error").Observe(time.Since(start).Seconds())
+		g.log.Warn("token verification unavailable", "err", err)
+		return "", http.StatusServiceUnavailable
+	}
+	g.metrics.RequestSeconds.WithLabelValues("verify", "ok").Observe(time.Since(start).Seconds())
+	var rep proto.VerifyReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		return "", http.StatusServiceUnavailable
+	}
+	if rep.Error != "" || rep.UserID == "" {
+		return "", http.StatusForbidden
+	}
+	return rep.UserID, 0
+}
+
+// originAllowed applies Phoenix's check_origin to browser requests.
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(g.opts.CheckOrigin) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	for _, allowed := range g.opts.CheckOrigin {
+		if allowed == "*" || strings.EqualFold(allowed, origin) || strings.EqualFold(allowed, u.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if !g.opts.Conn.IsConnected() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"status":"nats disconnected"}`+"\n")
+		return
+	}
+	fmt.Fprintf(w, `{"status":"ok","rooms":%d}`+"\n", g.hub.Rooms())
+}
+
+// serveToken is the development login: it signs a token for any user_id.
+func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user_id")
+	if err := validUserID(user); err != nil {
+		httpJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	data, _ := json.Marshal(proto.SignRequest{UserID: user})
+	msg, err := g.opts.Conn.Request(proto.SubjectAuthSign, data, g.opts.RequestTimeout)
+	if err != nil {
+		httpJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "authsvc unavailable: " + err.Error()})
+		return
+	}
+	var rep proto.SignReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil || rep.Error != "" || rep.Token == "" {
+		httpJSON(w, http.StatusBadGateway, map[string]string{"error": "authsvc refused: " + rep.Error})
+		return
+	}
+	httpJSON(w, http.StatusOK, map[string]string{"token": rep.Token})
+}
+
+func validUserID(u string) error {
+	if u == "" || len(u) > 64 {
+		return errors.New("user_id must be 1 to 64 characters")
+	}
+	for _, c := range u {
+		if c < 0x20 || c == 0x7f {
+			return errors.New("user_id must not hold control characters")
+		}
+	}
+	return nil
+}
+
+func httpJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

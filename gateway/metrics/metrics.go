@@ -1,0 +1,84 @@
+// Package metrics holds the gateway's Prometheus metrics. Each gateway has
+// its own registry, so that several gateways can run in one process (tests,
+// the one-process default) without colliding.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the gateway's counters and gauges.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Connections is the number of open sockets, by transport.
+	Connections *prometheus.GaugeVec
+	// ConnectsRefused counts refused upgrades, by reason.
+	ConnectsRefused *prometheus.CounterVec
+	// Joins counts phx_join results: ok, error, unmatched, unavailable.
+	Joins *prometheus.CounterVec
+	// FramesIn counts decoded client frames; FramesOut frames queued to sockets.
+	FramesIn, FramesOut prometheus.Counter
+	// MalformedFrames counts client frames that could not be decoded (the socket is closed).
+	MalformedFrames prometheus.Counter
+	// Broadcasts counts room messages received from NATS; Deliveries the frames they fanned out to.
+	Broadcasts, Deliveries prometheus.Counter
+	// BroadcastsDropped counts room messages that failed validation, by reason.
+	BroadcastsDropped *prometheus.CounterVec
+	// SlowDisconnects counts sockets closed because their send queue was full.
+	SlowDisconnects prometheus.Counter
+	// Rooms is the number of rooms this gateway is subscribed to.
+	Rooms prometheus.Gauge
+	// RequestSeconds is the latency of NATS requests to services, by subject kind and outcome.
+	RequestSeconds *prometheus.HistogramVec
+}
+
+// New creates the metrics on a fresh registry, with Go runtime and process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{
+		Registry: r,
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "phx_gateway_connections", Help: "Open sockets by transport."}, []string{"transport"}),
+		ConnectsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phx_gateway_connects_refused_total", Help: "Refused socket connections by reason."}, []string{"reason"}),
+		Joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phx_gateway_joins_total", Help: "phx_join results."}, []string{"result"}),
+		FramesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_frames_in_total", Help: "Client frames decoded."}),
+		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_frames_out_total", Help: "Frames queued to sockets, replies and broadcasts."}),
+		MalformedFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_malformed_frames_total", Help: "Client frames that could not be decoded."}),
+		Broadcasts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_broadcasts_total", Help: "Room broadcasts received from NATS."}),
+		Deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_broadcast_deliveries_total", Help: "Broadcast frames queued to local sockets (fan-out)."}),
+		BroadcastsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phx_gateway_broadcasts_dropped_total", Help: "Room messages dropped as malformed."}, []string{"reason"}),
+		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
+		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "phx_gateway_rooms", Help: "Rooms with a NATS subscription on this gateway."}),
+		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "phx_gateway_nats_request_seconds", Help: "Latency of NATS requests to services.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+			[]string{"kind", "outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.Connections, m.ConnectsRefused, m.Joins, m.FramesIn, m.FramesOut,
+		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.SlowDisconnects, m.Rooms, m.RequestSeconds,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,323 @@
+// Package session is the Phoenix socket protocol, independent of the
+// transport: what the gateway does with each decoded client frame (heartbeat,
+// phx_join, phx_leave, pushes) and what it sends back, with Phoenix's
+// semantics. Business decisions are asked of services over NATS.
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/gateway/fanout"
+	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/proto"
+)
+
+// Route sends every topic matching Pattern to Service. A Pattern ending in
+// '*' matches by prefix, any other exactly, as Phoenix's `channel` macro.
+type Route struct {
+	Pattern string
+	Service string
+}
+
+// Match reports whether topic matches the route's pattern.
+func (r Route) Match(topic string) bool {
+	if prefix, ok := strings.CutSuffix(r.Pattern, "*"); ok {
+		return strings.HasPrefix(topic, prefix)
+	}
+	return topic == r.Pattern
+}
+
+// Config is shared by all sessions of a gateway.
+type Config struct {
+	Conn    *nats.Conn
+	Hub     *fanout.Hub
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	Routes  []Route
+	// Gateway names this gateway in requests to services.
+	Gateway string
+	// RequestTimeout bounds every request to a service.
+	RequestTimeout time.Duration
+	// MaxChannels bounds the topics one socket may join (Phoenix: 100).
+	MaxChannels int
+}
+
+// Transport is what a session needs from its connection.
+type Transport interface {
+	fanout.Subscriber
+}
+
+// Session is the protocol state of one socket: the channels it joined.
+// HandleMessage must be called from one goroutine at a time (the socket's
+// reader), which keeps each socket's frames in order, like Phoenix's
+// socket process.
+type Session struct {
+	cfg    *Config
+	tr     Transport
+	ser    wire.Serializer
+	userID string
+	connID string
+
+	mu       sync.Mutex
+	channels map[string]string // topic -> join_ref
+	closed   bool
+}
+
+// New creates the session of a socket authenticated as userID ("" for anonymous).
+func New(cfg *Config, tr Transport, userID, connID string) *Session {
+	return &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, connID: connID, channels: make(map[string]string)}
+}
+
+// UserID is the socket's user, "" when anonymous.
+func (s *Session) UserID() string { return s.userID }
+
+// Reserved events and topics of the protocol.
+const (
+	topicPhoenix = "phoenix"
+	evHeartbeat  = "heartbeat"
+	evJoin       = "phx_join"
+	evLeave      = "phx_leave"
+)
+
+// Reasons sent to clients in error replies.
+const (
+	ReasonUnmatchedTopic = "unmatched topic"
+	ReasonTooMany        = "too many channels joined"
+	ReasonUnavailable    = "service unavailable"
+	ReasonTimeout        = "service timeout"
+	ReasonBadReply       = "bad service reply"
+)
+
+// HandleMessage acts on one decoded client frame.
+func (s *Session) HandleMessage(m wire.Message) {
+	s.cfg.Metrics.FramesIn.Inc()
+	switch {
+	case m.Topic == topicPhoenix && m.Event == evHeartbeat:
+		s.reply("", m.Ref, m.Topic, proto.OK(nil))
+	case m.Event == evJoin:
+		s.join(m)
+	case m.Event == evLeave:
+		s.leave(m)
+	default:
+		s.push(m)
+	}
+}
+
+// Close leaves every room. The transport calls it once the socket is gone.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closed = true
+	topics := make([]string, 0, len(s.channels))
+	for t := range s.channels {
+		topics = append(topics, t)
+	}
+	s.channels = nil
+	s.mu.Unlock()
+	for _, t := range topics {
+		s.cfg.Hub.Leave(t, s.tr)
+	}
+}
+
+// Topics lists the topics the socket has joined.
+func (s *Session) Topics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.channels))
+	for t := range s.channels {
+		out = append(out, t)
+	}
+	return out
+}
+
+func (s *Session) route(topic string) (string, bool) {
+	for _, r := range s.cfg.Routes {
+		if r.Match(topic) {
+			return r.Service, true
+		}
+	}
+	return "", false
+}
+
+func (s *Session) joinRef(topic string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ref, ok := s.channels[topic]
+	return ref, ok
+}
+
+func (s *Session) join(m wire.Message) {
+	service, ok := s.route(m.Topic)
+	if !ok || m.Topic == topicPhoenix {
+		// Phoenix answers unmatched joins without a join_ref.
+		s.cfg.Metrics.Joins.WithLabelValues("unmatched").Inc()
+		s.reply("", m.Ref, m.Topic, proto.Error(ReasonUnmatchedTopic))
+		return
+	}
+	if _, err := proto.EncodeTopic(m.Topic); err != nil {
+		s.cfg.Metrics.Joins.WithLabelValues("unmatched").Inc()
+		s.reply("", m.Ref, m.Topic, proto.Error(ReasonUnmatchedTopic))
+		return
+	}
+	joinRef := m.JoinRef
+	if joinRef == "" {
+		joinRef = m.Ref
+	}
+	oldRef, rejoin := s.joinRef(m.Topic)
+	if !rejoin && s.cfg.MaxChannels > 0 && s.joined() >= s.cfg.MaxChannels {
+		s.cfg.Metrics.Joins.WithLabelValues("error").Inc()
+		s.reply(m.JoinRef, m.Ref, m.Topic, proto.Error(ReasonTooMany))
+		return
+	}
+	rep := s.request("join", proto.JoinSubject(service), proto.JoinRequest{
+		Topic: m.Topic, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
+	})
+	if rep.Status == proto.StatusNoReply {
+		rep = proto.Error(ReasonBadReply)
+	}
+	if rep.Status == proto.StatusOK {
+		// On a duplicate join the socket stays in the room (Join is
+		// idempotent), so no broadcast is lost between the two channels.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		err := s.cfg.Hub.Join(ctx, m.Topic, s.tr)
+		cancel()
+		if err != nil {
+			s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
+			rep = proto.Error(ReasonUnavailable)
+		}
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		s.cfg.Hub.Leave(m.Topic, s.tr)
+		return
+	case rep.Status == proto.StatusOK:
+		s.channels[m.Topic] = joinRef
+		s.mu.Unlock()
+	default:
+		// A refused duplicate join still ends the old channel, as in Phoenix.
+		delete(s.channels, m.Topic)
+		s.mu.Unlock()
+		if rejoin {
+			s.cfg.Hub.Leave(m.Topic, s.tr)
+		}
+	}
+	s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
+	s.reply(m.JoinRef, m.Ref, m.Topic, rep)
+	if rejoin {
+		// Phoenix sends the old channel's phx_close after the new join's reply.
+		s.control(oldRef, m.Topic, s.ser.AppendClose)
+	}
+}
+
+func (s *Session) joined() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.channels)
+}
+
+func (s *Session) leave(m wire.Message) {
+	joinRef, ok := s.joinRef(m.Topic)
+	if !ok {
+		// Phoenix replies ok to a leave of a topic that is not joined.
+		s.reply(m.JoinRef, m.Ref, m.Topic, proto.OK(nil))
+		return
+	}
+	s.mu.Lock()
+	delete(s.channels, m.Topic)
+	s.mu.Unlock()
+	s.cfg.Hub.Leave(m.Topic, s.tr)
+	s.reply(m.JoinRef, m.Ref, m.Topic, proto.OK(nil))
+	s.control(joinRef, m.Topic, s.ser.AppendClose)
+}
+
+func (s *Session) push(m wire.Message) {
+	joinRef, ok := s.joinRef(m.Topic)
+	if !ok {
+		s.reply("", m.Ref, m.Topic, proto.Error(ReasonUnmatchedTopic))
+		return
+	}
+	service, _ := s.route(m.Topic)
+	if m.Binary {
+		// Binary pushes need a binary-aware contract with the services.
+		s.reply(joinRef, m.Ref, m.Topic, proto.Error("binary payloads are not supported"))
+		return
+	}
+	rep := s.request("push", proto.PushSubject(service), proto.PushRequest{
+		Topic: m.Topic, Event: m.Event, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
+	})
+	if rep.Status == proto.StatusNoReply {
+		return
+	}
+	// Phoenix replies with the channel's current join_ref, even when the
+	// push carried a stale one.
+	s.reply(joinRef, m.Ref, m.Topic, rep)
+}
+
+// request asks a service and always returns a Reply: failures of NATS or of
+// the service become error replies, so the client never waits forever.
+func (s *Session) request(kind, subject string, req any) proto.Reply {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return proto.Error("bad request")
+	}
+	start := time.Now()
+	msg, err := s.cfg.Conn.Request(subject, data, s.cfg.RequestTimeout)
+	outcome := "ok"
+	var rep proto.Reply
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		outcome, rep = "no_responders", proto.Error(ReasonUnavailable)
+	case errors.Is(err, nats.ErrTimeout):
+		outcome, rep = "timeout", proto.Error(ReasonTimeout)
+	case err != nil:
+		outcome, rep = "error", proto.Error(ReasonUnavailable)
+	default:
+		if err := json.Unmarshal(msg.Data, &rep); err != nil || rep.Validate() != nil {
+			outcome, rep = "bad_reply", proto.Error(ReasonBadReply)
+		}
+	}
+	s.cfg.Metrics.RequestSeconds.WithLabelValues(kind, outcome).Observe(time.Since(start).Seconds())
+	if outcome != "ok" {
+		s.cfg.Logger.Warn("service request failed", "subject", subject, "outcome", outcome, "err", err)
+	}
+	return rep
+}
+
+func (s *Session) reply(joinRef, ref, topic string, rep proto.Reply) {
+	resp := []byte(rep.Response)
+	if len(resp) == 0 {
+		resp = emptyObject
+	}
+	data, bin, err := s.ser.AppendReply(nil, joinRef, ref, topic, rep.Status, resp, false)
+	if err != nil {
+		s.cfg.Logger.Error("encode reply", "topic", topic, "err", err)
+		return
+	}
+	s.send(data, bin)
+}
+
+func (s *Session) control(joinRef, topic string, enc func([]byte, string, string) ([]byte, bool, error)) {
+	data, bin, err := enc(nil, joinRef, topic)
+	if err != nil {
+		s.cfg.Logger.Error("encode control frame", "topic", topic, "err", err)
+		return
+	}
+	s.send(data, bin)
+}
+
+func (s *Session) send(data []byte, bin bool) {
+	s.cfg.Metrics.FramesOut.Inc()
+	s.tr.Deliver(fanout.Frame{Data: data, Binary: bin})
+}
+
+var emptyObject = []byte("{}")

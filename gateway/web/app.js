@@ -1,0 +1,90 @@
+// The chat of the Phoenix channels guide, on the unmodified phoenix.js client.
+(function () {
+  "use strict";
+  const { Socket } = window.Phoenix;
+  const messages = document.getElementById("messages");
+  const input = document.getElementById("chat-input");
+  const statusEl = document.getElementById("status");
+  const login = document.getElementById("login");
+  const userName = document.getElementById("user-name");
+  const roomInput = document.getElementById("room-input");
+  const roomName = document.getElementById("room-name");
+
+  let socket = null;
+  let channel = null;
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = "status " + (cls || "");
+  }
+
+  function append(text, cls) {
+    const p = document.createElement("p");
+    if (cls) p.className = cls;
+    const time = document.createElement("time");
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString();
+    p.appendChild(time);
+    p.appendChild(document.createTextNode(text));
+    messages.appendChild(p);
+    messages.scrollTop = messages.scrollHeight;
+  }
+
+  async function tokenFor(name) {
+    if (!name) return null;
+    const res = await fetch("/token?user_id=" + encodeURIComponent(name));
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error || ("HTTP " + res.status));
+    return body.token;
+  }
+
+  async function connect(name, room) {
+    if (socket) socket.disconnect();
+    let token = null;
+    try {
+      token = await tokenFor(name);
+    } catch (e) {
+      append("login failed: " + e.message, "notice");
+      setStatus("login failed", "error");
+      return;
+    }
+    socket = new Socket("/socket", { params: token ? { token } : {} });
+    socket.onOpen(() => setStatus("connected", "ok"));
+    socket.onError(() => setStatus("connection lost, reconnecting…", "error"));
+    socket.connect();
+
+    const topic = "rooms:" + room;
+    roomName.textContent = room;
+    channel = socket.channel(topic, {});
+    channel.on("new_msg", (payload) => append(payload.body));
+    channel.join()
+      .receive("ok", () => append("joined " + topic + (name ? " as " + name : " anonymously"), "notice"))
+      .receive("error", (resp) => {
+        append("cannot join " + topic + ": " + (resp && resp.reason), "notice");
+        // A refused join is final for this page: stop phoenix.js's rejoin loop.
+        channel.leave();
+      })
+      .receive("timeout", () => append("join timed out, retrying…", "notice"));
+  }
+
+  input.addEventListener("keypress", (event) => {
+    if (event.key !== "Enter" || !channel) return;
+    const body = input.value;
+    if (body.trim() === "") return;
+    channel.push("new_msg", { body })
+      .receive("error", (resp) => append("not sent: " + (resp && resp.reason), "notice"))
+      .receive("timeout", () => append("not sent: timeout", "notice"));
+    input.value = "";
+  });
+
+  login.addEventListener("submit", (event) => {
+    event.preventDefault();
+    connect(userName.value.trim(), roomInput.value.trim() || "lobby");
+  });
+
+  const params = new URLSearchParams(window.location.search);
+  userName.value = params.get("user") || "";
+  roomInput.value = params.get("room") || "lobby";
+  connect(userName.value.trim(), roomInput.value.trim() || "lobby");
+})();

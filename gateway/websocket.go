@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/fanout"
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/gateway/wire"
+)
+
+// WebSocket close codes the gateway uses. phoenix.js reconnects after any
+// code but 1000, so every server-side close here leads to a reconnect.
+const (
+	// CloseIdle: no frame in or out for IdleTimeout (Bandit uses 1002).
+	CloseIdle = websocket.CloseProtocolError
+	// CloseMalformed: a frame could not be decoded (Bandit uses 1011).
+	CloseMalformed = websocket.CloseInternalServerErr
+	// CloseSlowConsumer: the socket's send queue filled up because the
+	// client does not read fast enough. Its queued frames are dropped; the
+	// client reconnects and rejoins.
+	CloseSlowConsumer = websocket.CloseTryAgainLater
+	// CloseRestart: the gateway is draining for shutdown (as Phoenix's drainer).
+	CloseRestart = websocket.CloseServiceRestart
+)
+
+// authTokenPrefix is how phoenix.js's authToken option travels in
+// Sec-WebSocket-Protocol: "base64url.bearer.phx." + base64 of the token.
+const authTokenPrefix = "base64url.bearer.phx."
+
+// wsConn is one WebSocket client: a reader goroutine that feeds the session,
+// and a writer goroutine that exists only while frames are queued, so an idle
+// socket costs no writer stack.
+type wsConn struct {
+	g    *Gateway
+	ws   *websocket.Conn
+	ser  wire.Serializer
+	sess *session.Session
+
+	lastActive atomic.Int64 // unix nanos of the last frame in or out
+
+	mu      sync.Mutex
+	queue   []fanout.Frame
+	writing bool
+	closing bool // no more frames are accepted
+	// closeCode/closeText are sent once the queue has drained (graceful close).
+	closeCode int
+	closeText string
+}
+
+// Serializer implements fanout.Subscriber.
+func (c *wsConn) Serializer() wire.Serializer { return c.ser }
+
+// Deliver implements fanout.Subscriber. It never blocks: when the queue is
+// full the socket is closed with CloseSlowConsumer.
+func (c *wsConn) Deliver(f fanout.Frame) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) >= c.g.opts.SendQueueLen {
+		c.closing = true
+		c.queue = nil
+		c.mu.Unlock()
+		c.g.metrics.SlowDisconnects.Inc()
+		c.g.log.Warn("slow consumer disconnected", "user", c.sess.UserID(), "queue", c.g.opts.SendQueueLen)
+		go c.abort(CloseSlowConsumer, "send queue full")
+		return
+	}
+	c.queue = append(c.queue, f)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+func (c *wsConn) writeLoop() {
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		if len(batch) == 0 {
+			c.writing = false
+			code, text := c.closeCode, c.closeText
+			c.mu.Unlock()
+			if code != 0 {
+				c.sendClose(code, text)
+			}
+			return
+		}
+		c.mu.Unlock()
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout))
+		for _, f := range batch {
+			typ := websocket.TextMessage
+			if f.Binary {
+				typ = websocket.BinaryMessage
+			}
+			if err := c.ws.WriteMessage(typ, f.Data); err != nil {
+				c.mu.Lock()
+				c.closing, c.queue, c.writing = true, nil, false
+				c.mu.Unlock()
+				_ = c.ws.Close()
+				return
+			}
+		}
+		c.touch()
+	}
+}
+
+// closeAfterFlush sends what is queued, then a close frame.
+func (c *wsConn) closeAfterFlush(code int, text string) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.closeCode, c.closeText = true, code, text
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// abort drops what is queued and closes at once.
+func (c *wsConn) abort(code int, text string) {
+	c.mu.Lock()
+	c.closing, c.queue = true, nil
+	c.mu.Unlock()
+	c.sendClose(code, text)
+}
+
+// sendClose starts the closing handshake: the reader goroutine sees the
+// client's close frame (or the deadline) and closes the connection, so the
+// client reads our code rather than a reset.
+func (c *wsConn) sendClose(code int, text string) {
+	msg := websocket.FormatCloseMessage(code, text)
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		_ = c.ws.Close()
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+}
+
+func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// watchIdle closes the socket when nothing went in or out for IdleTimeout,
+// as Phoenix does (60 s by default); phoenix.js heartbeats every 30 s.
+func (c *wsConn) watchIdle(done <-chan struct{}) {
+	idle := c.g.opts.IdleTimeout
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			since := time.Since(time.Unix(0, c.lastActive.Load()))
+			if since >= idle {
+				c.abort(CloseIdle, "idle timeout")
+				return
+			}
+			t.Reset(idle - since)
+		}
+	}
+}
+
+func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	ser, err := wire.ForVsn(r.URL.Query().Get("vsn"))
+	if err != nil {
+		g.refuse(w, http.StatusForbidden, "vsn")
+		return
+	}
+	if !g.originAllowed(r) {
+		g.refuse(w, http.StatusForbidden, "origin")
+		return
+	}
+	token, hasToken := r.URL.Query()["token"]
+	tok := ""
+	if hasToken {
+		tok = token[0]
+	}
+	if t, ok := subprotocolToken(r); ok {
+		tok, hasToken = t, true
+	}
+	userID, status := g.authenticate(tok, hasToken)
+	if status != 0 {
+		g.refuse(w, status, "auth")
+		return
+	}
+	ws, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// Upgrade has already answered with 400.
+		g.metrics.ConnectsRefused.WithLabelValues("upgrade").Inc()
+		return
+	}
+	c := &wsConn{g: g, ws: ws, ser: ser}
+	c.touch()
+	c.sess = session.New(&g.sessionCfg, c, userID, g.nextConnID())
+	ws.SetReadLimit(g.opts.MaxFrameSize)
+	if !g.track(c, true) {
+		c.abort(CloseRestart, "server shutting down")
+	}
+	g.metrics.Connections.WithLabelValues("websocket").Inc()
+	done := make(chan struct{})
+	go c.watchIdle(done)
+	c.readLoop()
+	close(done)
+	c.sess.Close()
+	_ = ws.Close()
+	g.track(c, false)
+	g.metrics.Connections.WithLabelValues("websocket").Dec()
+}
+
+func (c *wsConn) readLoop() {
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			// gorilla has already sent 1009 for a frame over the read limit.
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.g.log.Info("frame over the size limit, closing socket", "limit", c.g.opts.MaxFrameSize)
+			}
+			return
+		}
+		c.touch()
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			continue // waiting for the client's close frame
+		}
+		m, err := c.ser.Decode(data, typ == websocket.BinaryMessage)
+		if err != nil {
+			c.g.metrics.MalformedFrames.Inc()
+			c.g.log.Info("malformed frame, closing socket", "err", err, "size", len(data))
+			c.abort(CloseMalformed, "malformed frame")
+			continue
+		}
+		c.sess.HandleMessage(m)
+	}
+}
+
+// subprotocolToken reads phoenix.js's authToken from Sec-WebSocket-Protocol.
+func subprotocolToken(r *http.Request) (string, bool) {
+	for _, p := range websocket.Subprotocols(r) {
+		if enc, ok := strings.CutPrefix(p, authTokenPrefix); ok {
+			b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(enc, "="))
+			if err != nil {
+				return "", true // present but undecodable: refused as a bad token
+			}
+			return string(b), true
+		}
+	}
+	return "", false
+}
