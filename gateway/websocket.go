@@ -67,12 +67,10 @@ func (c *wsConn) Deliver(f fanout.Frame) {
 		return
 	}
 	if len(c.queue) >= c.g.opts.SendQueueLen {
-		c.closing = true
-		c.queue = nil
 		c.mu.Unlock()
 		c.g.metrics.SlowDisconnects.Inc()
 		c.g.log.Warn("slow consumer disconnected", "user", c.sess.UserID(), "queue", c.g.opts.SendQueueLen)
-		go c.abort(CloseSlowConsumer, "send queue full")
+		c.abort(CloseSlowConsumer, "send queue full")
 		return
 	}
 	c.queue = append(c.queue, f)
@@ -118,27 +116,29 @@ func (c *wsConn) writeLoop() {
 }
 
 // closeAfterFlush sends what is queued, then a close frame.
-func (c *wsConn) closeAfterFlush(code int, text string) {
+func (c *wsConn) closeAfterFlush(code int, text string) { c.closeWith(code, text, false) }
+
+// abort drops what is queued and closes as soon as the frames already being
+// written are out: a close frame cannot overtake a frame half written, and
+// a writer stuck on a dead client is ended by WriteTimeout.
+func (c *wsConn) abort(code int, text string) { c.closeWith(code, text, true) }
+
+func (c *wsConn) closeWith(code int, text string, drop bool) {
 	c.mu.Lock()
-	if c.closing {
+	if c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
 	c.closing, c.closeCode, c.closeText = true, code, text
+	if drop {
+		c.queue = nil
+	}
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
 	}
-}
-
-// abort drops what is queued and closes at once.
-func (c *wsConn) abort(code int, text string) {
-	c.mu.Lock()
-	c.closing, c.queue = true, nil
-	c.mu.Unlock()
-	c.sendClose(code, text)
 }
 
 // sendClose starts the closing handshake: the reader goroutine sees the
@@ -177,7 +177,19 @@ func (c *wsConn) watchIdle(done <-chan struct{}) {
 }
 
 func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	ser, err := wire.ForVsn(r.URL.Query().Get("vsn"))
+	query := r.URL.Query()
+	vsn, hasVsn := query["vsn"]
+	var ser wire.Serializer
+	var err error
+	if hasVsn {
+		// Phoenix refuses an explicit empty vsn; only a missing one means V1.
+		ser, err = wire.ForVsn(vsn[0])
+		if vsn[0] == "" {
+			err = wire.ErrUnsupportedVsn
+		}
+	} else {
+		ser = wire.V1
+	}
 	if err != nil {
 		g.refuse(w, http.StatusForbidden, "vsn")
 		return
@@ -186,7 +198,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, http.StatusForbidden, "origin")
 		return
 	}
-	token, hasToken := r.URL.Query()["token"]
+	token, hasToken := query["token"]
 	tok := ""
 	if hasToken {
 		tok = token[0]

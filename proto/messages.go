@@ -60,7 +60,7 @@ func NoReply() Reply { return Reply{Status: StatusNoReply} }
 
 // Reason encodes {"reason": reason}.
 func Reason(reason string) json.RawMessage {
-	b, _ := json.Marshal(struct {
+	b, _ := Marshal(struct {
 		Reason string `json:"reason"`
 	}{reason})
 	return b
@@ -163,4 +163,16 @@ type MembershipReply struct {
 func isJSONObject(b []byte) bool {
 	b = bytes.TrimSpace(b)
 	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
+}
+
+// Marshal encodes v as JSON without encoding/json's HTML escaping, so that
+// "<", ">" and "&" reach browsers as Phoenix (Jason) would send them.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -33,7 +33,7 @@ func Publish(ctx context.Context, nc *nats.Conn, topic, event string, payload an
 	case []byte:
 		raw = p
 	default:
-		if raw, err = json.Marshal(payload); err != nil {
+		if raw, err = Marshal(payload); err != nil {
 			return fmt.Errorf("proto: payload: %w", err)
 		}
 	}
@@ -41,7 +41,7 @@ func Publish(ctx context.Context, nc *nats.Conn, topic, event string, payload an
 	if err := b.Validate(); err != nil {
 		return err
 	}
-	data, err := json.Marshal(b)
+	data, err := Marshal(b)
 	if err != nil {
 		return err
 	}

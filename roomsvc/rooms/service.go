@@ -143,10 +143,10 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 		if err != nil {
 			return proto.Error(err.Error())
 		}
-		payload, _ := json.Marshal(struct {
+		payload, _ := proto.Marshal(struct {
 			Body string `json:"body"`
 		}{body})
-		data, _ := json.Marshal(proto.Broadcast{Event: "new_msg", Payload: payload})
+		data, _ := proto.Marshal(proto.Broadcast{Event: "new_msg", Payload: payload})
 		subject, err := proto.RoomSubject(req.Topic)
 		if err != nil {
 			return proto.Error(err.Error())
@@ -202,7 +202,7 @@ func (s *Service) handleMembership(m *nats.Msg) {
 func (s *Service) respond(m *nats.Msg, r proto.Reply) { s.respondJSON(m, r) }
 
 func (s *Service) respondJSON(m *nats.Msg, v any) {
-	data, err := json.Marshal(v)
+	data, err := proto.Marshal(v)
 	if err != nil {
 		s.opts.Logger.Error("encode reply", "err", err)
 		return

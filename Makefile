@@ -1,0 +1,70 @@
+# phxnats: Phoenix Channels on NATS. `make run` starts the whole chat on
+# http://localhost:4000; `make test` runs every test. Both install what they
+# need (Go modules, npm packages) on a fresh machine.
+
+MODULES := proto authsvc roomsvc gateway allinone
+GO      ?= go
+NPM     ?= npm
+BIN     := bin
+# Extra flags for go test, e.g. make test GOTESTFLAGS=-v
+GOTESTFLAGS ?=
+
+.PHONY: all run test build lint fmt assets e2e-deps fuzz bench clean
+
+all: build
+
+## run: the whole system in one process (embedded NATS + JetStream, authsvc, roomsvc, gateway) on :4000
+run: assets
+	$(GO) run ./allinone $(ARGS)
+
+## assets: install phoenix.js for the chat page from npm (gateway/web/node_modules)
+assets: gateway/web/node_modules/.package-lock.json
+
+gateway/web/node_modules/.package-lock.json: gateway/web/package.json gateway/web/package-lock.json
+	cd gateway/web && $(NPM) ci --no-audit --no-fund
+
+## e2e-deps: install the phoenix.js and ws packages the end-to-end tests drive
+e2e-deps: e2e/node_modules/.package-lock.json
+
+e2e/node_modules/.package-lock.json: e2e/package.json e2e/package-lock.json
+	cd e2e && $(NPM) ci --no-audit --no-fund
+
+## test: lint, then every module's tests (unit, integration on embedded NATS, phoenix.js end to end)
+test: assets e2e-deps lint
+	@set -e; for m in $(MODULES); do \
+		echo "== go test $$m"; \
+		(cd $$m && $(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./...); \
+	done
+
+## build: one binary per service in bin/
+build:
+	@mkdir -p $(BIN)
+	cd allinone && $(GO) build -o ../$(BIN)/chat .
+	cd authsvc && $(GO) build -o ../$(BIN)/authsvc ./cmd/authsvc
+
+## lint: gofmt and go vet on every module
+lint:
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+fmt:
+	gofmt -w $(MODULES)
+
+## fuzz: run every fuzz target for FUZZTIME each (default 10s)
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for m in $(MODULES); do \
+		(cd $$m && for pkg in $$($(GO) list ./...); do \
+			for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+				echo "== fuzz $$pkg $$f"; \
+				$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+			done; \
+		done); \
+	done
+
+## bench: Go benchmarks of the hot paths
+bench:
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
+
+clean:
+	rm -rf $(BIN)
