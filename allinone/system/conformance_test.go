@@ -155,7 +155,8 @@ func TestConformanceWebSocket(t *testing.T) {
 			}
 		}
 		for _, sc := range append(scenarios, noVsn...) {
-			if _, excluded := conformanceExcluded[sc.Name]; excluded {
+			if why, excluded := conformanceExcluded[sc.Name]; excluded {
+				t.Logf("not replayed: %s (vsn %s): %s", sc.Name, sc.Vsn, why)
 				continue
 			}
 			t.Run(sc.Name+"/vsn="+sc.Vsn, func(t *testing.T) {
