@@ -36,8 +36,11 @@ type PushRequest struct {
 	Event   string          `json:"event"`
 	UserID  string          `json:"user_id,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
-	Gateway string          `json:"gateway,omitempty"`
-	ConnID  string          `json:"conn_id,omitempty"`
+	// Binary holds the payload of a V2 binary push (phoenix.js sends an
+	// ArrayBuffer payload that way); Payload is then empty. Base64 in JSON.
+	Binary  []byte `json:"binary,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	ConnID  string `json:"conn_id,omitempty"`
 }
 
 // Reply is a service's answer to a JoinRequest or PushRequest. The gateway
@@ -46,6 +49,9 @@ type Reply struct {
 	Status string `json:"status"`
 	// Response is a JSON object; empty means {}.
 	Response json.RawMessage `json:"response,omitempty"`
+	// Binary, when set, is a binary response (base64 in JSON): V2 clients
+	// receive a binary reply frame, V1 clients an error reply.
+	Binary []byte `json:"binary,omitempty"`
 }
 
 // OK returns an ok Reply with the given response object (nil for {}).
@@ -73,6 +79,9 @@ func (r *Reply) Validate() error {
 	default:
 		return fmt.Errorf("proto: reply status %q is not ok, error or noreply", r.Status)
 	}
+	if r.Binary != nil && len(r.Response) > 0 {
+		return errors.New("proto: reply has both response and binary")
+	}
 	if len(r.Response) > 0 && !isJSONObject(r.Response) {
 		return errors.New("proto: reply response is not a JSON object")
 	}
@@ -83,14 +92,22 @@ func (r *Reply) Validate() error {
 // every socket joined to the room. In JSON:
 //
 //	{"event": "new_msg", "payload": {"body": "hello"}}
+//	{"event": "frame", "binary": "AQID"}
 //
 // Event is a non-empty string of at most MaxEventLength bytes that does not
 // start with "phx_" (those events drive phoenix.js's channel state machine and
-// belong to the gateway). Payload is a JSON object.
+// belong to the gateway). Exactly one of Payload, a JSON object, and Binary,
+// raw bytes (base64 in JSON), is set. A binary broadcast reaches V2 sockets
+// as a binary frame (an ArrayBuffer in phoenix.js); V1 sockets, which cannot
+// carry bytes, get the event with {"error": BinaryUnsupported} instead.
 type Broadcast struct {
 	Event   string          `json:"event"`
-	Payload json.RawMessage `json:"payload"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Binary  []byte          `json:"binary,omitempty"`
 }
+
+// BinaryUnsupported is the error V1 sockets see in place of binary data.
+const BinaryUnsupported = "binary payloads need the V2 serializer (vsn=2.0.0)"
 
 // Validate reports why a Broadcast cannot be delivered to browsers.
 func (b *Broadcast) Validate() error {
@@ -101,7 +118,9 @@ func (b *Broadcast) Validate() error {
 		return fmt.Errorf("proto: broadcast event longer than %d bytes", MaxEventLength)
 	case strings.HasPrefix(b.Event, "phx_"):
 		return fmt.Errorf("proto: broadcast event %q is reserved", b.Event)
-	case !isJSONObject(b.Payload):
+	case b.Binary != nil && len(b.Payload) > 0:
+		return errors.New("proto: broadcast has both payload and binary")
+	case b.Binary == nil && !isJSONObject(b.Payload):
 		return errors.New("proto: broadcast payload is not a JSON object")
 	}
 	return nil

@@ -48,3 +48,32 @@ func TestReplyValidate(t *testing.T) {
 		t.Errorf("Error response = %s", got)
 	}
 }
+
+func TestBinaryBroadcast(t *testing.T) {
+	b, err := DecodeBroadcast([]byte(`{"event":"frame","binary":"AQID"}`))
+	if err != nil || string(b.Binary) != "\x01\x02\x03" {
+		t.Fatalf("binary broadcast: %+v %v", b, err)
+	}
+	if _, err := DecodeBroadcast([]byte(`{"event":"frame","binary":"AQID","payload":{}}`)); err == nil {
+		t.Fatal("both payload and binary accepted")
+	}
+	if _, err := DecodeBroadcast([]byte(`{"event":"frame","binary":"!!"}`)); err == nil {
+		t.Fatal("bad base64 accepted")
+	}
+}
+
+func TestDisconnectSubject(t *testing.T) {
+	for _, user := range []string{"alice", "a.b", "*", "42"} {
+		subj, err := DisconnectSubject(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := UserFromDisconnectSubject(subj)
+		if err != nil || back != user {
+			t.Fatalf("%q -> %q -> %q, %v", user, subj, back, err)
+		}
+	}
+	if _, err := DisconnectSubject(""); err == nil {
+		t.Fatal("empty user accepted")
+	}
+}

@@ -37,7 +37,24 @@ func Publish(ctx context.Context, nc *nats.Conn, topic, event string, payload an
 			return fmt.Errorf("proto: payload: %w", err)
 		}
 	}
-	b := Broadcast{Event: event, Payload: raw}
+	return publish(ctx, nc, subject, Broadcast{Event: event, Payload: raw})
+}
+
+// PublishBinary posts event with raw bytes into the topic: V2 sockets
+// receive a binary broadcast frame (an ArrayBuffer in phoenix.js), V1 sockets
+// the event with {"error": BinaryUnsupported}.
+func PublishBinary(ctx context.Context, nc *nats.Conn, topic, event string, data []byte) error {
+	subject, err := RoomSubject(topic)
+	if err != nil {
+		return err
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return publish(ctx, nc, subject, Broadcast{Event: event, Binary: data})
+}
+
+func publish(ctx context.Context, nc *nats.Conn, subject string, b Broadcast) error {
 	if err := b.Validate(); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package proto
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Auth subjects. authsvc instances subscribe to both in the queue group
@@ -97,3 +98,36 @@ const (
 	// SubjectMembersList lists the members of a room.
 	SubjectMembersList = "phx.rooms.members.list"
 )
+
+// DisconnectSubjectAll matches every DisconnectSubject; each gateway holds
+// one subscription on it.
+const DisconnectSubjectAll = "phx.user.*.disconnect"
+
+// DisconnectSubject closes every socket of a user on every gateway, like
+// Phoenix's Endpoint.broadcast("users_socket:" <> id, "disconnect", %{}):
+// "phx.user.<user>.disconnect", the user id escaped as by EncodeTopic.
+//
+// Publishers: operators, the login service on logout or ban. Subscribers:
+// every gateway. Not request/reply; the payload is ignored. The sockets are
+// closed with code 1001, after which phoenix.js reconnects, and a user whose
+// token was revoked is then refused.
+func DisconnectSubject(userID string) (string, error) {
+	tok, err := EncodeTopic(userID)
+	if err != nil {
+		return "", fmt.Errorf("proto: user id: %w", err)
+	}
+	return "phx.user." + tok + ".disconnect", nil
+}
+
+// UserFromDisconnectSubject returns the user id of a DisconnectSubject.
+func UserFromDisconnectSubject(subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, "phx.user.")
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not a disconnect subject", ErrBadToken, subject)
+	}
+	tok, ok := strings.CutSuffix(rest, ".disconnect")
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not a disconnect subject", ErrBadToken, subject)
+	}
+	return DecodeTopic(tok)
+}

@@ -130,12 +130,8 @@ func loadPhoenix(t *testing.T, name string, v any) {
 }
 
 // Scenarios left out of the replay, with the reason.
-var conformanceExcluded = map[string]string{
-	// Binary frames are a later issue: today the gateway answers a binary
-	// push with an error reply instead of Phoenix's binary echo. Put the
-	// scenario back in the replay when binary support lands.
-	"binary_push_and_binary_reply": "binary push/reply is not implemented yet",
-}
+// None today: binary push and reply replay like the rest.
+var conformanceExcluded = map[string]string{}
 
 func TestConformanceWebSocket(t *testing.T) {
 	for _, file := range []string{"ws_v2.json", "ws_v1.json"} {

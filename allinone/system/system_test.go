@@ -407,3 +407,38 @@ func TestDrainClosesWithRestartCode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBinaryPayloads(t *testing.T) {
+	s := startSystem(t, nil)
+	v2 := dial(t, s.URL(), nil)
+	v1 := dial(t, s.URL(), url.Values{"vsn": {"1.0.0"}})
+	v2.join("rooms:lobby", "1")
+	v1.send(`{"topic":"rooms:lobby","event":"phx_join","payload":{},"ref":"1","join_ref":"1"}`)
+	v1.expect(`{"event":"phx_reply","payload":{"response":{},"status":"ok"},"ref":"1","topic":"rooms:lobby"}`)
+
+	// A binary new_msg (phoenix.js sends ArrayBuffer payloads this way) is
+	// broadcast as a binary frame to V2 and as a clear error to V1.
+	push := append([]byte{0, 1, 1, 11, 7}, "12rooms:lobbynew_msg"...)
+	push = append(push, 0xde, 0xad, 0xbe, 0xef)
+	if err := v2.ws.WriteMessage(websocket.BinaryMessage, push); err != nil {
+		t.Fatal(err)
+	}
+	_ = v2.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, data, err := v2.ws.ReadMessage()
+	want := append([]byte{2, 11, 7}, "rooms:lobbynew_msg"...)
+	want = append(want, 0xde, 0xad, 0xbe, 0xef)
+	if err != nil || typ != websocket.BinaryMessage || string(data) != string(want) {
+		t.Fatalf("binary broadcast = %d %x %v, want %x", typ, data, err, want)
+	}
+	v1.expect(`{"event":"new_msg","payload":{"error":"binary payloads need the V2 serializer (vsn=2.0.0)"},"ref":null,"topic":"rooms:lobby"}`)
+
+	// Another service can publish bytes too.
+	if err := proto.PublishBinary(context.Background(), natsConn(t, s), "rooms:lobby", "blob", []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	_, data, err = v2.ws.ReadMessage()
+	if err != nil || string(data) != "\x02\x0b\x04rooms:lobbyblob\x01\x02\x03" {
+		t.Fatalf("published binary = %q %v", data, err)
+	}
+	v1.expect(`{"event":"blob","payload":{"error":"binary payloads need the V2 serializer (vsn=2.0.0)"},"ref":null,"topic":"rooms:lobby"}`)
+}

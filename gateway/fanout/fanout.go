@@ -170,7 +170,7 @@ func (h *Hub) dispatch(r *room, m *nats.Msg) {
 			}
 		}
 		if !found {
-			data, bin, err := ser.AppendBroadcast(nil, r.topic, b.Event, b.Payload, false)
+			data, bin, err := encode(ser, r.topic, &b)
 			if err != nil {
 				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
 				continue
@@ -187,4 +187,19 @@ func (h *Hub) dispatch(r *room, m *nats.Msg) {
 		n++
 	}
 	h.metrics.Deliveries.Add(float64(n))
+}
+
+var binaryUnsupported, _ = proto.Marshal(map[string]string{"error": proto.BinaryUnsupported})
+
+// encode encodes b for one serializer. V1 cannot carry bytes, so a binary
+// broadcast reaches V1 sockets as the same event with an error payload.
+func encode(ser wire.Serializer, topic string, b *proto.Broadcast) ([]byte, bool, error) {
+	if b.Binary == nil {
+		return ser.AppendBroadcast(nil, topic, b.Event, b.Payload, false)
+	}
+	data, bin, err := ser.AppendBroadcast(nil, topic, b.Event, b.Binary, true)
+	if errors.Is(err, wire.ErrBinaryUnsupported) {
+		return ser.AppendBroadcast(nil, topic, b.Event, binaryUnsupported, false)
+	}
+	return data, bin, err
 }

@@ -247,14 +247,16 @@ func (s *Session) push(m wire.Message) {
 		return
 	}
 	service, _ := s.route(m.Topic)
+	req := proto.PushRequest{Topic: m.Topic, Event: m.Event, UserID: s.userID, Gateway: s.cfg.Gateway, ConnID: s.connID}
 	if m.Binary {
-		// Binary pushes need a binary-aware contract with the services.
-		s.reply(joinRef, m.Ref, m.Topic, proto.Error("binary payloads are not supported"))
-		return
+		req.Binary = m.Payload
+		if req.Binary == nil {
+			req.Binary = []byte{}
+		}
+	} else {
+		req.Payload = json.RawMessage(m.Payload)
 	}
-	rep := s.request("push", proto.PushSubject(service), proto.PushRequest{
-		Topic: m.Topic, Event: m.Event, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
-	})
+	rep := s.request("push", proto.PushSubject(service), req)
 	if rep.Status == proto.StatusNoReply {
 		return
 	}
@@ -294,11 +296,17 @@ func (s *Session) request(kind, subject string, req any) proto.Reply {
 }
 
 func (s *Session) reply(joinRef, ref, topic string, rep proto.Reply) {
-	resp := []byte(rep.Response)
-	if len(resp) == 0 {
+	resp, binary := []byte(rep.Response), false
+	switch {
+	case rep.Binary != nil && s.ser.Vsn() == wire.V1.Vsn():
+		rep = proto.Error(proto.BinaryUnsupported)
+		resp = rep.Response
+	case rep.Binary != nil:
+		resp, binary = rep.Binary, true
+	case len(resp) == 0:
 		resp = emptyObject
 	}
-	data, bin, err := s.ser.AppendReply(nil, joinRef, ref, topic, rep.Status, resp, false)
+	data, bin, err := s.ser.AppendReply(nil, joinRef, ref, topic, rep.Status, resp, binary)
 	if err != nil {
 		s.cfg.Logger.Error("encode reply", "topic", topic, "err", err)
 		return

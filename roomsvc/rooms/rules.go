@@ -77,3 +77,18 @@ func (r *Rules) NewMsg(payload json.RawMessage) (string, error) {
 	}
 	return body, nil
 }
+
+// NewMsgBinary validates a binary new_msg: at most MaxBodyLength bytes.
+func (r *Rules) NewMsgBinary(data []byte) error {
+	max := r.MaxBodyLength
+	if max <= 0 {
+		max = DefaultMaxBodyLength
+	}
+	switch {
+	case len(data) == 0:
+		return fmt.Errorf("body is empty")
+	case len(data) > max:
+		return fmt.Errorf("binary body is %d bytes, the limit is %d", len(data), max)
+	}
+	return nil
+}

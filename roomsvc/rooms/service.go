@@ -139,14 +139,23 @@ func (s *Service) handlePush(m *nats.Msg) {
 func (s *Service) push(req proto.PushRequest) proto.Reply {
 	switch req.Event {
 	case "new_msg":
-		body, err := s.opts.Rules.NewMsg(req.Payload)
-		if err != nil {
-			return proto.Error(err.Error())
+		b := proto.Broadcast{Event: "new_msg"}
+		if req.Binary != nil {
+			// An ArrayBuffer from phoenix.js: broadcast the bytes as they came.
+			if err := s.opts.Rules.NewMsgBinary(req.Binary); err != nil {
+				return proto.Error(err.Error())
+			}
+			b.Binary = req.Binary
+		} else {
+			body, err := s.opts.Rules.NewMsg(req.Payload)
+			if err != nil {
+				return proto.Error(err.Error())
+			}
+			b.Payload, _ = proto.Marshal(struct {
+				Body string `json:"body"`
+			}{body})
 		}
-		payload, _ := proto.Marshal(struct {
-			Body string `json:"body"`
-		}{body})
-		data, _ := proto.Marshal(proto.Broadcast{Event: "new_msg", Payload: payload})
+		data, _ := proto.Marshal(b)
 		subject, err := proto.RoomSubject(req.Topic)
 		if err != nil {
 			return proto.Error(err.Error())
@@ -159,8 +168,11 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 		}
 		return proto.NoReply()
 	case "ping":
-		// The reference app's ping: reply with the payload. Handy for
-		// round-trip checks and load tests.
+		// The reference app's ping: reply with the payload, binary or JSON.
+		// Handy for round-trip checks and load tests.
+		if req.Binary != nil {
+			return proto.Reply{Status: proto.StatusOK, Binary: req.Binary}
+		}
 		if len(req.Payload) == 0 || req.Payload[0] != '{' {
 			return proto.Error("ping needs an object payload")
 		}
