@@ -40,6 +40,8 @@ func settings() []setting {
 		{"gateway.idle_timeout", 60 * time.Second, "close sockets with no traffic for this long"},
 		{"gateway.max_frame_size", 1 << 20, "largest client frame in bytes"},
 		{"gateway.max_channels", 100, "topics one socket may join"},
+		{"gateway.rate_limit", 1000, "frames per second one socket may send (heartbeats exempt; -1: no limit)"},
+		{"gateway.rate_burst", 1000, "burst of frames above the rate"},
 		{"gateway.check_origin", []string{}, "allowed browser origins (empty: same host; *: any)"},
 		{"gateway.assets_dir", d.Gateway.AssetsDir, "folder holding phoenix.min.js from npm"},
 		{"rooms.public", []string{}, "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
@@ -113,6 +115,8 @@ func loadConfig(args []string) (system.Config, *slog.Logger, error) {
 		MaxFrameSize:   v.GetInt64("gateway.max_frame_size"),
 		MaxChannels:    v.GetInt("gateway.max_channels"),
 		CheckOrigin:    nonEmpty(v.GetStringSlice("gateway.check_origin")),
+		RateLimit:      v.GetFloat64("gateway.rate_limit"),
+		RateBurst:      v.GetInt("gateway.rate_burst"),
 		AssetsDir:      v.GetString("gateway.assets_dir"),
 	}
 	cfg.Rooms.PublicTopics = nonEmpty(v.GetStringSlice("rooms.public"))

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -58,9 +57,17 @@ type Options struct {
 	MaxFrameSize int64
 	// MaxChannels bounds the topics one socket joins; default 100 (Phoenix's).
 	MaxChannels int
-	// CheckOrigin lists the browser origins allowed to connect, like
-	// Phoenix's check_origin: empty means the request's own host; "*"
-	// allows any. Requests without an Origin header are always allowed.
+	// RateLimit is the most frames per second one socket may send, with
+	// bursts of RateBurst (default RateLimit); frames over it get an error
+	// reply {"reason":"rate limit exceeded"}. Heartbeats are exempt.
+	// Default 1000; negative means no limit.
+	RateLimit float64
+	RateBurst int
+	// CheckOrigin lists the browser origins allowed to connect, written as
+	// Phoenix's check_origin list ("https://example.com", "//example.com",
+	// "//*.example.com"); empty means the request's own host; "*" allows
+	// any. Requests without an Origin header are always allowed. A refused
+	// origin gets HTTP 403.
 	CheckOrigin []string
 	// DevLogin serves GET /token?user_id=NAME, which asks authsvc to sign a
 	// token for anyone. For development only: real deployments issue
@@ -81,6 +88,7 @@ type Gateway struct {
 	hub        *fanout.Hub
 	sessionCfg session.Config
 	upgrader   websocket.Upgrader
+	origins    originChecker
 	connSeq    atomic.Uint64
 
 	mu       sync.Mutex
@@ -116,6 +124,11 @@ func New(opts Options) (*Gateway, error) {
 	setDefault(&opts.IdleTimeout, 60*time.Second)
 	setDefault(&opts.MaxFrameSize, 1<<20)
 	setDefault(&opts.MaxChannels, 100)
+	setDefault(&opts.RateLimit, 1000)
+	if opts.RateLimit < 0 {
+		opts.RateLimit = 0
+	}
+	setDefault(&opts.RateBurst, int(opts.RateLimit))
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -125,10 +138,15 @@ func New(opts Options) (*Gateway, error) {
 		metrics: metrics.New(),
 		conns:   make(map[*wsConn]struct{}),
 	}
+	var err error
+	if g.origins, err = newOriginChecker(opts.CheckOrigin); err != nil {
+		return nil, err
+	}
 	g.hub = fanout.New(opts.Conn, g.log, g.metrics)
 	g.sessionCfg = session.Config{
 		Conn: opts.Conn, Hub: g.hub, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
+		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -266,25 +284,7 @@ func (g *Gateway) authenticate(token string, present bool) (string, int) {
 }
 
 // originAllowed applies Phoenix's check_origin to browser requests.
-func (g *Gateway) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if len(g.opts.CheckOrigin) == 0 {
-		return strings.EqualFold(u.Host, r.Host)
-	}
-	for _, allowed := range g.opts.CheckOrigin {
-		if allowed == "*" || strings.EqualFold(allowed, origin) || strings.EqualFold(allowed, u.Host) {
-			return true
-		}
-	}
-	return false
-}
+func (g *Gateway) originAllowed(r *http.Request) bool { return g.origins.allowed(r) }
 
 func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

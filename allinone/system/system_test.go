@@ -442,3 +442,38 @@ func TestBinaryPayloads(t *testing.T) {
 	}
 	v1.expect(`{"event":"blob","payload":{"error":"binary payloads need the V2 serializer (vsn=2.0.0)"},"ref":null,"topic":"rooms:lobby"}`)
 }
+
+// One socket flooding is refused at the gateway; the others are unaffected.
+func TestFloodIsRateLimited(t *testing.T) {
+	s := startSystem(t, func(c *Config) { c.Gateway.RateLimit, c.Gateway.RateBurst = 50, 50 })
+	flood := dial(t, s.URL(), nil)
+	calm := dial(t, s.URL(), nil)
+	flood.join("rooms:lobby", "1")
+	calm.join("rooms:lobby", "1")
+	const n = 300
+	for i := 0; i < n; i++ {
+		flood.send(fmt.Sprintf(`["1","%d","rooms:lobby","ping",{"i":%d}]`, i+2, i))
+	}
+	ok, limited := 0, 0
+	for i := 0; i < n; i++ {
+		switch got := flood.read(); {
+		case strings.Contains(got, `"status":"ok"`):
+			ok++
+		case strings.Contains(got, `{"reason":"rate limit exceeded"}`):
+			limited++
+		default:
+			t.Fatalf("unexpected frame %s", got)
+		}
+	}
+	if limited == 0 || ok < 40 || ok > 100 {
+		t.Fatalf("ok=%d limited=%d: want the burst through and the rest refused", ok, limited)
+	}
+	// Heartbeats still pass, and the calm socket is served normally.
+	flood.send(`[null,"999","phoenix","heartbeat",{}]`)
+	flood.expect(`[null,"999","phoenix","phx_reply",{"response":{},"status":"ok"}]`)
+	for i := 0; i < 10; i++ {
+		calm.send(fmt.Sprintf(`["1","%d","rooms:lobby","ping",{}]`, i+2))
+		calm.expect(fmt.Sprintf(`["1","%d","rooms:lobby","phx_reply",{"response":{},"status":"ok"}]`, i+2))
+	}
+	t.Logf("flood of %d: %d served, %d refused", n, ok, limited)
+}

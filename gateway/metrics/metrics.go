@@ -29,6 +29,8 @@ type Metrics struct {
 	Broadcasts, Deliveries prometheus.Counter
 	// BroadcastsDropped counts room messages that failed validation, by reason.
 	BroadcastsDropped *prometheus.CounterVec
+	// RateLimited counts client frames refused by the per-socket rate limit.
+	RateLimited prometheus.Counter
 	// SlowDisconnects counts sockets closed because their send queue was full.
 	SlowDisconnects prometheus.Counter
 	// Rooms is the number of rooms this gateway is subscribed to.
@@ -61,6 +63,8 @@ func New() *Metrics {
 			Name: "phx_gateway_broadcast_deliveries_total", Help: "Broadcast frames queued to local sockets (fan-out)."}),
 		BroadcastsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phx_gateway_broadcasts_dropped_total", Help: "Room messages dropped as malformed."}, []string{"reason"}),
+		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_rate_limited_total", Help: "Client frames refused by the per-socket rate limit."}),
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -71,7 +75,7 @@ func New() *Metrics {
 			[]string{"kind", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.Connections, m.ConnectsRefused, m.Joins, m.FramesIn, m.FramesOut,
-		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.SlowDisconnects, m.Rooms, m.RequestSeconds,
+		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RequestSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/phxnats/phxnats/gateway/fanout"
 	"github.com/phxnats/phxnats/gateway/metrics"
@@ -49,6 +50,11 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxChannels bounds the topics one socket may join (Phoenix: 100).
 	MaxChannels int
+	// RateLimit is the most frames per second one socket may send
+	// (heartbeats excepted), with bursts of RateBurst; 0 means no limit.
+	// Frames over it get an error reply and never reach a service.
+	RateLimit float64
+	RateBurst int
 }
 
 // Transport is what a session needs from its connection.
@@ -67,6 +73,8 @@ type Session struct {
 	userID string
 	connID string
 
+	limiter *rate.Limiter // nil without a limit
+
 	mu       sync.Mutex
 	channels map[string]string // topic -> join_ref
 	closed   bool
@@ -74,7 +82,11 @@ type Session struct {
 
 // New creates the session of a socket authenticated as userID ("" for anonymous).
 func New(cfg *Config, tr Transport, userID, connID string) *Session {
-	return &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, connID: connID, channels: make(map[string]string)}
+	s := &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, connID: connID, channels: make(map[string]string)}
+	if cfg.RateLimit > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(cfg.RateBurst, 1))
+	}
+	return s
 }
 
 // UserID is the socket's user, "" when anonymous.
@@ -95,13 +107,23 @@ const (
 	ReasonUnavailable    = "service unavailable"
 	ReasonTimeout        = "service timeout"
 	ReasonBadReply       = "bad service reply"
+	ReasonRateLimited    = "rate limit exceeded"
 )
 
 // HandleMessage acts on one decoded client frame.
 func (s *Session) HandleMessage(m wire.Message) {
 	s.cfg.Metrics.FramesIn.Inc()
+	heartbeat := m.Topic == topicPhoenix && m.Event == evHeartbeat
+	if s.limiter != nil && !heartbeat && !s.limiter.Allow() {
+		// A flood is answered here, at the edge, so it costs the services
+		// nothing; heartbeats pass so the client is not also timed out.
+		s.cfg.Metrics.RateLimited.Inc()
+		joinRef, _ := s.joinRef(m.Topic)
+		s.reply(joinRef, m.Ref, m.Topic, proto.Error(ReasonRateLimited))
+		return
+	}
 	switch {
-	case m.Topic == topicPhoenix && m.Event == evHeartbeat:
+	case heartbeat:
 		s.reply("", m.Ref, m.Topic, proto.OK(nil))
 	case m.Event == evJoin:
 		s.join(m)

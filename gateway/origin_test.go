@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+func TestOriginChecker(t *testing.T) {
+	tests := []struct {
+		rules  []string
+		origin string
+		host   string
+		want   bool
+	}{
+		{nil, "", "example.com", true},
+		{nil, "http://localhost:4000", "localhost:4000", true},
+		{nil, "http://localhost:5000", "localhost:4000", true}, // Phoenix's default compares hosts only
+		{nil, "http://evil.example", "localhost:4000", false},
+		{nil, "null", "localhost:4000", false},
+		{[]string{"*"}, "http://evil.example", "localhost:4000", true},
+		{[]string{"https://example.com"}, "https://example.com", "x", true},
+		{[]string{"https://example.com"}, "https://example.com:443", "x", true},
+		{[]string{"https://example.com"}, "http://example.com", "x", false},
+		{[]string{"https://example.com"}, "https://example.com:8443", "x", false},
+		{[]string{"//example.com"}, "http://example.com:8080", "x", true},
+		{[]string{"//*.example.com"}, "https://chat.example.com", "x", true},
+		{[]string{"//*.example.com"}, "https://example.com", "x", true},
+		{[]string{"//*.example.com"}, "https://badexample.com", "x", false},
+		{[]string{"http://localhost:4000"}, "http://localhost:4000", "x", true},
+		{[]string{"http://localhost:4000"}, "http://localhost:4001", "x", false},
+	}
+	for _, tt := range tests {
+		c, err := newOriginChecker(tt.rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("GET", "http://"+tt.host+"/socket/websocket", nil)
+		if tt.origin != "" {
+			r.Header.Set("Origin", tt.origin)
+		}
+		if got := c.allowed(r); got != tt.want {
+			t.Errorf("rules %v origin %q host %q: allowed = %v, want %v", tt.rules, tt.origin, tt.host, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"example.com/path", "http://", "::"} {
+		if _, err := newOriginChecker([]string{bad}); err == nil {
+			t.Errorf("rule %q accepted", bad)
+		}
+	}
+}
