@@ -91,8 +91,11 @@ type Gateway struct {
 	origins    originChecker
 	connSeq    atomic.Uint64
 
+	disconnects *nats.Subscription
+
 	mu       sync.Mutex
 	conns    map[*wsConn]struct{}
+	users    map[string]map[*wsConn]struct{} // sockets by user id, for forced disconnects
 	draining bool
 }
 
@@ -137,6 +140,7 @@ func New(opts Options) (*Gateway, error) {
 		log:     opts.Logger,
 		metrics: metrics.New(),
 		conns:   make(map[*wsConn]struct{}),
+		users:   make(map[string]map[*wsConn]struct{}),
 	}
 	var err error
 	if g.origins, err = newOriginChecker(opts.CheckOrigin); err != nil {
@@ -147,6 +151,10 @@ func New(opts Options) (*Gateway, error) {
 		Conn: opts.Conn, Hub: g.hub, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
 		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
+	}
+	// One subscription per gateway for every user's forced disconnect.
+	if g.disconnects, err = opts.Conn.Subscribe(proto.DisconnectSubjectAll, g.handleDisconnect); err != nil {
+		return nil, fmt.Errorf("gateway: subscribe %s: %w", proto.DisconnectSubjectAll, err)
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -197,6 +205,7 @@ func (g *Gateway) Handler() http.Handler {
 // sockets are closed or ctx ends, whichever comes first; then it closes the
 // remaining ones at once. Stop the http.Server from accepting first.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	_ = g.disconnects.Unsubscribe()
 	g.mu.Lock()
 	g.draining = true
 	conns := make([]*wsConn, 0, len(g.conns))
@@ -233,12 +242,47 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 func (g *Gateway) track(c *wsConn, add bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	user := c.sess.UserID()
 	if !add {
 		delete(g.conns, c)
+		if set := g.users[user]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(g.users, user)
+			}
+		}
 		return true
 	}
 	g.conns[c] = struct{}{}
+	if user != "" {
+		if g.users[user] == nil {
+			g.users[user] = make(map[*wsConn]struct{})
+		}
+		g.users[user][c] = struct{}{}
+	}
 	return !g.draining
+}
+
+// handleDisconnect closes every local socket of a user (logout, ban), as
+// Phoenix's "disconnect" broadcast on the socket id does: code 1001.
+func (g *Gateway) handleDisconnect(m *nats.Msg) {
+	user, err := proto.UserFromDisconnectSubject(m.Subject)
+	if err != nil {
+		g.log.Warn("bad disconnect subject", "subject", m.Subject, "err", err)
+		return
+	}
+	g.mu.Lock()
+	conns := make([]*wsConn, 0, len(g.users[user]))
+	for c := range g.users[user] {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.closeAfterFlush(websocket.CloseGoingAway, "disconnected")
+	}
+	if len(conns) > 0 {
+		g.log.Info("forced disconnect", "user", user, "sockets", len(conns))
+	}
 }
 
 func (g *Gateway) nextConnID() string {

@@ -477,3 +477,31 @@ func TestFloodIsRateLimited(t *testing.T) {
 	}
 	t.Logf("flood of %d: %d served, %d refused", n, ok, limited)
 }
+
+// A message on the user's disconnect subject closes all of their sockets on every gateway.
+func TestForcedDisconnectAcrossGateways(t *testing.T) {
+	s := startSystem(t, nil)
+	gwB := startGateway(t, s, nil)
+	alice := url.Values{"token": {token(t, s, "alice")}}
+	aliceA := dial(t, s.URL(), alice)
+	aliceB := dial(t, gwB.URL, alice)
+	bob := dial(t, s.URL(), url.Values{"token": {token(t, s, "bob")}})
+	for _, c := range []*client{aliceA, aliceB, bob} {
+		c.join("rooms:lobby", "1")
+	}
+	subject, err := proto.DisconnectSubject("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := natsConn(t, s)
+	if err := nc.Publish(subject, nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client{"gateway A": aliceA, "gateway B": aliceB} {
+		if code := c.closeCode(); code != websocket.CloseGoingAway {
+			t.Errorf("alice on %s: close %d, want 1001", name, code)
+		}
+	}
+	bob.send(`[null,"2","phoenix","heartbeat",{}]`)
+	bob.expect(`[null,"2","phoenix","phx_reply",{"response":{},"status":"ok"}]`)
+}
