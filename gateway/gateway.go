@@ -91,12 +91,14 @@ type Gateway struct {
 	origins    originChecker
 	connSeq    atomic.Uint64
 
-	disconnects *nats.Subscription
+	disconnects, kicks *nats.Subscription
 
 	mu       sync.Mutex
 	conns    map[*wsConn]struct{}
 	users    map[string]map[*wsConn]struct{} // sockets by user id, for forced disconnects
 	draining bool
+
+	lp longPolls // long-poll sessions (longpoll.go)
 }
 
 // DefaultRoutes send rooms:* to roomsvc, as the channels guide's UserSocket.
@@ -156,6 +158,10 @@ func New(opts Options) (*Gateway, error) {
 	if g.disconnects, err = opts.Conn.Subscribe(proto.DisconnectSubjectAll, g.handleDisconnect); err != nil {
 		return nil, fmt.Errorf("gateway: subscribe %s: %w", proto.DisconnectSubjectAll, err)
 	}
+	if g.kicks, err = opts.Conn.Subscribe(proto.KickSubjectAll, g.handleKick); err != nil {
+		_ = g.disconnects.Unsubscribe()
+		return nil, fmt.Errorf("gateway: subscribe %s: %w", proto.KickSubjectAll, err)
+	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Small buffers and a shared write pool keep idle sockets cheap.
@@ -190,6 +196,7 @@ func (g *Gateway) Metrics() *metrics.Metrics { return g.metrics }
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/socket/websocket", g.serveWebSocket)
+	mux.HandleFunc("/socket/longpoll", g.serveLongPoll)
 	if g.opts.DevLogin {
 		mux.HandleFunc("GET /token", g.serveToken)
 	}
@@ -205,7 +212,9 @@ func (g *Gateway) Handler() http.Handler {
 // sockets are closed or ctx ends, whichever comes first; then it closes the
 // remaining ones at once. Stop the http.Server from accepting first.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.drainLongPoll()
 	_ = g.disconnects.Unsubscribe()
+	_ = g.kicks.Unsubscribe()
 	g.mu.Lock()
 	g.draining = true
 	conns := make([]*wsConn, 0, len(g.conns))
@@ -263,20 +272,49 @@ func (g *Gateway) track(c *wsConn, add bool) bool {
 	return !g.draining
 }
 
-// handleDisconnect closes every local socket of a user (logout, ban), as
-// Phoenix's "disconnect" broadcast on the socket id does: code 1001.
-func (g *Gateway) handleDisconnect(m *nats.Msg) {
-	user, err := proto.UserFromDisconnectSubject(m.Subject)
-	if err != nil {
-		g.log.Warn("bad disconnect subject", "subject", m.Subject, "err", err)
-		return
-	}
+// userConns returns the local sockets of a user.
+func (g *Gateway) userConns(user string) []*wsConn {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	conns := make([]*wsConn, 0, len(g.users[user]))
 	for c := range g.users[user] {
 		conns = append(conns, c)
 	}
-	g.mu.Unlock()
+	return conns
+}
+
+// handleKick removes a user's local sockets from one topic (a revoked
+// membership) with a phx_close, live.
+func (g *Gateway) handleKick(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	var k proto.Kick
+	if err == nil {
+		err = json.Unmarshal(m.Data, &k)
+	}
+	if err != nil || k.Topic == "" {
+		g.log.Warn("bad kick message", "subject", m.Subject, "err", err)
+		return
+	}
+	n := 0
+	for _, c := range g.userConns(user) {
+		if c.sess.Kick(k.Topic) {
+			n++
+		}
+	}
+	if n > 0 {
+		g.log.Info("kicked", "user", user, "topic", k.Topic, "sockets", n)
+	}
+}
+
+// handleDisconnect closes every local socket of a user (logout, ban), as
+// Phoenix's "disconnect" broadcast on the socket id does: code 1001.
+func (g *Gateway) handleDisconnect(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	if err != nil {
+		g.log.Warn("bad disconnect subject", "subject", m.Subject, "err", err)
+		return
+	}
+	conns := g.userConns(user)
 	for _, c := range conns {
 		c.closeAfterFlush(websocket.CloseGoingAway, "disconnected")
 	}

@@ -195,3 +195,8 @@ func Marshal(v any) ([]byte, error) {
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
+
+// Kick is the payload of a KickSubject message.
+type Kick struct {
+	Topic string `json:"topic"`
+}

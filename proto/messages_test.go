@@ -68,7 +68,7 @@ func TestDisconnectSubject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := UserFromDisconnectSubject(subj)
+		back, err := UserFromSubject(subj)
 		if err != nil || back != user {
 			t.Fatalf("%q -> %q -> %q, %v", user, subj, back, err)
 		}

@@ -119,15 +119,32 @@ func DisconnectSubject(userID string) (string, error) {
 	return "phx.user." + tok + ".disconnect", nil
 }
 
-// UserFromDisconnectSubject returns the user id of a DisconnectSubject.
-func UserFromDisconnectSubject(subject string) (string, error) {
+// KickSubjectAll matches every KickSubject; each gateway holds one
+// subscription on it.
+const KickSubjectAll = "phx.user.*.kick"
+
+// KickSubject removes a user from one topic on every gateway, live:
+// "phx.user.<user>.kick", the user id escaped as by EncodeTopic, with a
+// Kick payload. Every socket of the user joined to the topic gets Phoenix's
+// phx_close for it (phoenix.js then drops the channel and does not rejoin).
+//
+// Publisher: roomsvc, when a membership is revoked; operators. Subscribers:
+// every gateway. Not request/reply.
+func KickSubject(userID string) (string, error) {
+	tok, err := EncodeTopic(userID)
+	if err != nil {
+		return "", fmt.Errorf("proto: user id: %w", err)
+	}
+	return "phx.user." + tok + ".kick", nil
+}
+
+// UserFromSubject returns the user id in a "phx.user.<user>.<verb>" subject
+// (DisconnectSubject, KickSubject).
+func UserFromSubject(subject string) (string, error) {
 	rest, ok := strings.CutPrefix(subject, "phx.user.")
-	if !ok {
-		return "", fmt.Errorf("%w: %q is not a disconnect subject", ErrBadToken, subject)
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i <= 0 {
+		return "", fmt.Errorf("%w: %q is not a user subject", ErrBadToken, subject)
 	}
-	tok, ok := strings.CutSuffix(rest, ".disconnect")
-	if !ok {
-		return "", fmt.Errorf("%w: %q is not a disconnect subject", ErrBadToken, subject)
-	}
-	return DecodeTopic(tok)
+	return DecodeTopic(rest[:i])
 }

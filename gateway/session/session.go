@@ -149,6 +149,25 @@ func (s *Session) Close() {
 	}
 }
 
+// Kick removes the socket from topic as if the server had stopped the
+// channel: it leaves the room and sends phx_close with the channel's
+// join_ref, after which phoenix.js drops the channel without rejoining. It
+// reports whether the socket was joined. Safe to call from any goroutine.
+func (s *Session) Kick(topic string) bool {
+	s.mu.Lock()
+	joinRef, ok := s.channels[topic]
+	if ok {
+		delete(s.channels, topic)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.cfg.Hub.Leave(topic, s.tr)
+	s.control(joinRef, topic, s.ser.AppendClose)
+	return true
+}
+
 // Topics lists the topics the socket has joined.
 func (s *Session) Topics() []string {
 	s.mu.Lock()
