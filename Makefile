@@ -2,14 +2,14 @@
 # http://localhost:4000; `make test` runs every test. Both install what they
 # need (Go modules, npm packages) on a fresh machine.
 
-MODULES := proto authsvc roomsvc gateway allinone
+MODULES := proto authsvc roomsvc gateway allinone chatctl
 GO      ?= go
 NPM     ?= npm
 BIN     := bin
 # Extra flags for go test, e.g. make test GOTESTFLAGS=-v
 GOTESTFLAGS ?=
 
-.PHONY: all run test build lint fmt assets e2e-deps fuzz bench clean
+.PHONY: all run test build lint fmt assets e2e-deps browser-deps fuzz bench clean
 
 all: build
 
@@ -23,24 +23,34 @@ assets: gateway/web/node_modules/.package-lock.json
 gateway/web/node_modules/.package-lock.json: gateway/web/package.json gateway/web/package-lock.json
 	cd gateway/web && $(NPM) ci --no-audit --no-fund
 
-## e2e-deps: install the phoenix.js and ws packages the end-to-end tests drive
+## e2e-deps: install the phoenix.js, ws and playwright-core packages the end-to-end tests drive
 e2e-deps: e2e/node_modules/.package-lock.json
 
 e2e/node_modules/.package-lock.json: e2e/package.json e2e/package-lock.json
 	cd e2e && $(NPM) ci --no-audit --no-fund
 
-## test: lint, then every module's tests (unit, integration on embedded NATS, phoenix.js end to end)
-test: assets e2e-deps lint
+## browser-deps: install Debian's chromium for the browser test (never a downloaded browser)
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+## test: lint, then every module's tests (unit, integration on embedded NATS, phoenix.js and Chromium end to end)
+test: assets e2e-deps browser-deps lint
 	@set -e; for m in $(MODULES); do \
 		echo "== go test $$m"; \
 		(cd $$m && $(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./...); \
 	done
 
-## build: one binary per service in bin/
+## build: one binary per service, and chatctl, in bin/
 build:
 	@mkdir -p $(BIN)
 	cd allinone && $(GO) build -o ../$(BIN)/chat .
 	cd authsvc && $(GO) build -o ../$(BIN)/authsvc ./cmd/authsvc
+	cd chatctl && $(GO) build -o ../$(BIN)/chatctl .
 
 ## lint: gofmt and go vet on every module
 lint:

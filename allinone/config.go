@@ -46,6 +46,7 @@ func settings() []setting {
 		{"gateway.assets_dir", d.Gateway.AssetsDir, "folder holding phoenix.min.js from npm"},
 		{"rooms.public", []string{}, "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
 		{"rooms.max_body_length", d.Rooms.MaxBodyLength, "longest new_msg body in characters"},
+		{"rooms.announce_joins", d.Rooms.AnnounceJoins, "broadcast user_joined {user_id} when a logged-in user joins a room"},
 		{"log.level", "info", "debug, info, warn or error"},
 		{"log.format", "json", "json or text"},
 	}
@@ -121,6 +122,7 @@ func loadConfig(args []string) (system.Config, *slog.Logger, error) {
 	}
 	cfg.Rooms.PublicTopics = nonEmpty(v.GetStringSlice("rooms.public"))
 	cfg.Rooms.MaxBodyLength = v.GetInt("rooms.max_body_length")
+	cfg.Rooms.AnnounceJoins = v.GetBool("rooms.announce_joins")
 	cfg.Logger = logger
 	for name, n := range map[string]int64{
 		"gateway.send_queue": int64(cfg.Gateway.SendQueueLen), "gateway.max_frame_size": cfg.Gateway.MaxFrameSize,

@@ -91,7 +91,7 @@ type Gateway struct {
 	origins    originChecker
 	connSeq    atomic.Uint64
 
-	disconnects, kicks *nats.Subscription
+	control []*nats.Subscription // per-user control subjects
 
 	mu       sync.Mutex
 	conns    map[*wsConn]struct{}
@@ -154,13 +154,19 @@ func New(opts Options) (*Gateway, error) {
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
 		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
 	}
-	// One subscription per gateway for every user's forced disconnect.
-	if g.disconnects, err = opts.Conn.Subscribe(proto.DisconnectSubjectAll, g.handleDisconnect); err != nil {
-		return nil, fmt.Errorf("gateway: subscribe %s: %w", proto.DisconnectSubjectAll, err)
-	}
-	if g.kicks, err = opts.Conn.Subscribe(proto.KickSubjectAll, g.handleKick); err != nil {
-		_ = g.disconnects.Unsubscribe()
-		return nil, fmt.Errorf("gateway: subscribe %s: %w", proto.KickSubjectAll, err)
+	// One subscription per gateway for each kind of per-user control
+	// message, whatever the number of users.
+	for subject, h := range map[string]nats.MsgHandler{
+		proto.DisconnectSubjectAll: g.handleDisconnect,
+		proto.KickSubjectAll:       g.handleKick,
+		proto.IgnoresSubjectAll:    g.handleIgnores,
+	} {
+		sub, err := opts.Conn.Subscribe(subject, h)
+		if err != nil {
+			g.unsubscribe()
+			return nil, fmt.Errorf("gateway: subscribe %s: %w", subject, err)
+		}
+		g.control = append(g.control, sub)
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -213,8 +219,7 @@ func (g *Gateway) Handler() http.Handler {
 // remaining ones at once. Stop the http.Server from accepting first.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.drainLongPoll()
-	_ = g.disconnects.Unsubscribe()
-	_ = g.kicks.Unsubscribe()
+	g.unsubscribe()
 	g.mu.Lock()
 	g.draining = true
 	conns := make([]*wsConn, 0, len(g.conns))
@@ -244,6 +249,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+}
+
+func (g *Gateway) unsubscribe() {
+	for _, sub := range g.control {
+		_ = sub.Unsubscribe()
 	}
 }
 
@@ -303,6 +314,23 @@ func (g *Gateway) handleKick(m *nats.Msg) {
 	}
 	if n > 0 {
 		g.log.Info("kicked", "user", user, "topic", k.Topic, "sockets", n)
+	}
+}
+
+// handleIgnores applies a user's new ignore list to their local sockets, so
+// the fan-out filters without asking a service per message.
+func (g *Gateway) handleIgnores(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	var u proto.IgnoreUpdate
+	if err == nil {
+		err = json.Unmarshal(m.Data, &u)
+	}
+	if err != nil {
+		g.log.Warn("bad ignore list message", "subject", m.Subject, "err", err)
+		return
+	}
+	for _, c := range g.userConns(user) {
+		c.sess.SetIgnored(u.Ignored)
 	}
 }
 

@@ -155,6 +155,11 @@ type lpSession struct {
 // Serializer implements fanout.Subscriber.
 func (ls *lpSession) Serializer() wire.Serializer { return ls.ser }
 
+// Skips implements fanout.Subscriber.
+func (ls *lpSession) Skips(from string, excludeFrom bool) bool {
+	return ls.sess.Skips(from, excludeFrom)
+}
+
 // Deliver implements fanout.Subscriber. It never blocks: when SendQueueLen
 // frames wait for a poll the session is closed as a slow consumer, and its
 // next poll gets 410, which makes phoenix.js reconnect and rejoin.

@@ -58,6 +58,9 @@ type wsConn struct {
 // Serializer implements fanout.Subscriber.
 func (c *wsConn) Serializer() wire.Serializer { return c.ser }
 
+// Skips implements fanout.Subscriber.
+func (c *wsConn) Skips(from string, excludeFrom bool) bool { return c.sess.Skips(from, excludeFrom) }
+
 // Deliver implements fanout.Subscriber. It never blocks: when the queue is
 // full the socket is closed with CloseSlowConsumer.
 func (c *wsConn) Deliver(f fanout.Frame) {

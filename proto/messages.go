@@ -52,6 +52,10 @@ type Reply struct {
 	// Binary, when set, is a binary response (base64 in JSON): V2 clients
 	// receive a binary reply frame, V1 clients an error reply.
 	Binary []byte `json:"binary,omitempty"`
+	// Ignore, when set, replaces the socket's list of users whose
+	// broadcasts it must not receive. It is for the gateway, not sent to the
+	// client; services set it on join replies and on ignore changes.
+	Ignore *IgnoreUpdate `json:"ignore,omitempty"`
 }
 
 // OK returns an ok Reply with the given response object (nil for {}).
@@ -104,6 +108,12 @@ type Broadcast struct {
 	Event   string          `json:"event"`
 	Payload json.RawMessage `json:"payload,omitempty"`
 	Binary  []byte          `json:"binary,omitempty"`
+	// From is the user the broadcast comes from, if any. Sockets whose
+	// user ignores From do not receive it (see SubjectIgnores).
+	From string `json:"from,omitempty"`
+	// ExcludeFrom keeps the broadcast from From's own sockets, as the
+	// channels guide's user_joined intercept does.
+	ExcludeFrom bool `json:"exclude_from,omitempty"`
 }
 
 // BinaryUnsupported is the error V1 sockets see in place of binary data.
@@ -199,4 +209,10 @@ func Marshal(v any) ([]byte, error) {
 // Kick is the payload of a KickSubject message.
 type Kick struct {
 	Topic string `json:"topic"`
+}
+
+// IgnoreUpdate is the payload of an IgnoresSubject message: the user's whole
+// ignore list after a change.
+type IgnoreUpdate struct {
+	Ignored []string `json:"ignored"`
 }

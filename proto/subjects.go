@@ -111,13 +111,7 @@ const DisconnectSubjectAll = "phx.user.*.disconnect"
 // every gateway. Not request/reply; the payload is ignored. The sockets are
 // closed with code 1001, after which phoenix.js reconnects, and a user whose
 // token was revoked is then refused.
-func DisconnectSubject(userID string) (string, error) {
-	tok, err := EncodeTopic(userID)
-	if err != nil {
-		return "", fmt.Errorf("proto: user id: %w", err)
-	}
-	return "phx.user." + tok + ".disconnect", nil
-}
+func DisconnectSubject(userID string) (string, error) { return userSubject(userID, "disconnect") }
 
 // KickSubjectAll matches every KickSubject; each gateway holds one
 // subscription on it.
@@ -130,13 +124,7 @@ const KickSubjectAll = "phx.user.*.kick"
 //
 // Publisher: roomsvc, when a membership is revoked; operators. Subscribers:
 // every gateway. Not request/reply.
-func KickSubject(userID string) (string, error) {
-	tok, err := EncodeTopic(userID)
-	if err != nil {
-		return "", fmt.Errorf("proto: user id: %w", err)
-	}
-	return "phx.user." + tok + ".kick", nil
-}
+func KickSubject(userID string) (string, error) { return userSubject(userID, "kick") }
 
 // UserFromSubject returns the user id in a "phx.user.<user>.<verb>" subject
 // (DisconnectSubject, KickSubject).
@@ -147,4 +135,25 @@ func UserFromSubject(subject string) (string, error) {
 		return "", fmt.Errorf("%w: %q is not a user subject", ErrBadToken, subject)
 	}
 	return DecodeTopic(rest[:i])
+}
+
+// IgnoresSubjectAll matches every IgnoresSubject; each gateway holds one
+// subscription on it.
+const IgnoresSubjectAll = "phx.user.*.ignores"
+
+// IgnoresSubject carries a user's new ignore list to every gateway, so that
+// all of the user's sockets stop (or resume) receiving broadcasts From the
+// users on it: "phx.user.<user>.ignores" with an IgnoreUpdate payload.
+//
+// Publisher: roomsvc, after an ignore or unignore push. Subscribers: every
+// gateway. Not request/reply. The filtering happens in the gateway, per
+// socket, with no call to a service per message.
+func IgnoresSubject(userID string) (string, error) { return userSubject(userID, "ignores") }
+
+func userSubject(userID, verb string) (string, error) {
+	tok, err := EncodeTopic(userID)
+	if err != nil {
+		return "", fmt.Errorf("proto: user id: %w", err)
+	}
+	return "phx.user." + tok + "." + verb, nil
 }

@@ -66,7 +66,7 @@ func Defaults() Config {
 			DevLogin:       true,
 			AssetsDir:      filepath.Join("gateway", "web", "node_modules", "phoenix", "priv", "static"),
 		},
-		Rooms: rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength},
+		Rooms: rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true},
 	}
 }
 

@@ -74,6 +74,39 @@ func (c *client) expect(want string) {
 	}
 }
 
+// expectSkippingJoins is expect, but first skips user_joined announcements,
+// whose arrival relative to other joins is not ordered.
+func (c *client) expectSkippingJoins(want string) {
+	c.t.Helper()
+	for {
+		got := c.read()
+		if strings.Contains(got, `"user_joined"`) && !strings.Contains(want, `"user_joined"`) {
+			continue
+		}
+		if got != want {
+			c.t.Fatalf("got  %s\nwant %s", got, want)
+		}
+		return
+	}
+}
+
+// expectUserJoined reads until user's user_joined announcement, skipping
+// announcements of others (a join published just before this socket joined
+// may or may not reach it).
+func (c *client) expectUserJoined(user string) {
+	c.t.Helper()
+	want := fmt.Sprintf(`[null,null,"rooms:lobby","user_joined",{"user_id":%q}]`, user)
+	for {
+		got := c.read()
+		if got == want {
+			return
+		}
+		if !strings.Contains(got, `"user_joined"`) {
+			c.t.Fatalf("got  %s\nwant %s", got, want)
+		}
+	}
+}
+
 // quiet checks that no frame arrives for d.
 func (c *client) quiet(d time.Duration) {
 	c.t.Helper()
@@ -147,7 +180,7 @@ func TestJoinRules(t *testing.T) {
 
 	// A message in the private room reaches alice and not the lobby.
 	alice.send(`["2","3","rooms:ops","new_msg",{"body":"ops only"}]`)
-	alice.expect(`[null,null,"rooms:ops","new_msg",{"body":"ops only"}]`)
+	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only"}]`)
 	bob.quiet(300 * time.Millisecond)
 }
 
@@ -504,4 +537,60 @@ func TestForcedDisconnectAcrossGateways(t *testing.T) {
 	}
 	bob.send(`[null,"2","phoenix","heartbeat",{}]`)
 	bob.expect(`[null,"2","phoenix","phx_reply",{"response":{},"status":"ok"}]`)
+}
+
+// The guide's intercept: user_joined and new_msg from ignored users are not
+// delivered to the person who ignores them, on any gateway, and are to everyone else.
+func TestIgnoreListsAcrossGateways(t *testing.T) {
+	s := startSystem(t, nil)
+	gwB := startGateway(t, s, nil)
+	as := func(user string) url.Values { return url.Values{"token": {token(t, s, user)}} }
+	aliceA := dial(t, s.URL(), as("alice"))
+	aliceB := dial(t, gwB.URL, as("alice"))
+	carol := dial(t, s.URL(), as("carol"))
+	aliceA.join("rooms:lobby", "1")
+	aliceB.join("rooms:lobby", "1")
+	// alice's sockets never get her own user_joined.
+	carol.join("rooms:lobby", "1")
+	aliceA.expect(`[null,null,"rooms:lobby","user_joined",{"user_id":"carol"}]`)
+	aliceB.expect(`[null,null,"rooms:lobby","user_joined",{"user_id":"carol"}]`)
+	// carol may still see alice's own announcement, published just before she joined.
+
+	// alice ignores bob before he arrives.
+	aliceA.send(`["1","2","rooms:lobby","ignore",{"user_id":"bob"}]`)
+	aliceA.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"ignored":["bob"]},"status":"ok"}]`)
+
+	bob := dial(t, gwB.URL, as("bob"))
+	bob.join("rooms:lobby", "1")
+	carol.expectUserJoined("bob")
+	bob.send(`["1","2","rooms:lobby","new_msg",{"body":"hi from bob"}]`)
+	bob.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob"}]`)
+	carol.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob"}]`)
+
+	// A new socket of alice on gateway B gets the list at join.
+	aliceB2 := dial(t, gwB.URL, as("alice"))
+	aliceB2.join("rooms:lobby", "1")
+	carol.expectUserJoined("alice")
+	bob.expectUserJoined("alice")
+
+	carol.send(`["1","2","rooms:lobby","new_msg",{"body":"from carol"}]`)
+	for _, c := range []*client{aliceA, aliceB, aliceB2, bob, carol} {
+		// Every socket's next frame is carol's message: bob's join and message were skipped for alice.
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from carol"}]`)
+	}
+
+	// Unignore: bob reaches alice again, everywhere.
+	aliceB2.send(`["1","2","rooms:lobby","unignore",{"user_id":"bob"}]`)
+	aliceB2.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"ignored":[]},"status":"ok"}]`)
+	time.Sleep(100 * time.Millisecond) // the list travels to gateway A over NATS
+	bob.send(`["1","3","rooms:lobby","new_msg",{"body":"bob again"}]`)
+	for _, c := range []*client{aliceA, aliceB, aliceB2, carol, bob} {
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"bob again"}]`)
+	}
+
+	// Anonymous sockets cannot ignore.
+	anon := dial(t, s.URL(), nil)
+	anon.join("rooms:lobby", "1")
+	anon.send(`["1","2","rooms:lobby","ignore",{"user_id":"bob"}]`)
+	anon.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"reason":"log in to ignore users"},"status":"error"}]`)
 }

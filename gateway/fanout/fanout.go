@@ -36,6 +36,9 @@ type Subscriber interface {
 	// Deliver queues f for sending. It must not block; a subscriber whose
 	// queue is full closes itself.
 	Deliver(f Frame)
+	// Skips reports whether a broadcast From a user must not reach this
+	// subscriber (its user ignores them, or excludeFrom and it is theirs).
+	Skips(from string, excludeFrom bool) bool
 }
 
 // Hub maps rooms to local subscribers.
@@ -160,6 +163,9 @@ func (h *Hub) dispatch(r *room, m *nats.Msg) {
 	defer r.mu.RUnlock()
 	n := 0
 	for s := range r.members {
+		if b.From != "" && s.Skips(b.From, b.ExcludeFrom) {
+			continue
+		}
 		ser := s.Serializer()
 		var f Frame
 		found := false

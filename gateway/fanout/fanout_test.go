@@ -25,7 +25,8 @@ type sink struct {
 
 func newSink(ser wire.Serializer) *sink { return &sink{ser: ser, got: make(chan struct{}, 100)} }
 
-func (s *sink) Serializer() wire.Serializer { return s.ser }
+func (s *sink) Serializer() wire.Serializer    { return s.ser }
+func (s *sink) Skips(from string, _ bool) bool { return from == "ignored" }
 func (s *sink) Deliver(f Frame) {
 	s.mu.Lock()
 	s.frames = append(s.frames, f)
@@ -111,6 +112,7 @@ type countSink struct{ n int }
 
 func (c *countSink) Serializer() wire.Serializer { return wire.V2 }
 func (c *countSink) Deliver(Frame)               { c.n++ }
+func (c *countSink) Skips(string, bool) bool     { return false }
 
 func natsMsg(data string) *nats.Msg {
 	return &nats.Msg{Subject: "phx.room.rooms:lobby", Data: []byte(data)}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,10 @@ type Session struct {
 	connID string
 
 	limiter *rate.Limiter // nil without a limit
+	// ignored is the set of users whose broadcasts this socket skips; read
+	// by the fan-out for every broadcast that names its sender, so it is
+	// swapped whole rather than locked.
+	ignored atomic.Pointer[map[string]struct{}]
 
 	mu       sync.Mutex
 	channels map[string]string // topic -> join_ref
@@ -168,6 +173,31 @@ func (s *Session) Kick(topic string) bool {
 	return true
 }
 
+// SetIgnored replaces the users whose broadcasts the socket skips.
+func (s *Session) SetIgnored(users []string) {
+	set := make(map[string]struct{}, len(users))
+	for _, u := range users {
+		set[u] = struct{}{}
+	}
+	s.ignored.Store(&set)
+}
+
+// Skips reports whether a broadcast from user (with excludeFrom: a
+// broadcast not meant for the user's own sockets) must not reach this socket.
+func (s *Session) Skips(from string, excludeFrom bool) bool {
+	if from == "" {
+		return false
+	}
+	if excludeFrom && from == s.userID {
+		return true
+	}
+	if set := s.ignored.Load(); set != nil {
+		_, ok := (*set)[from]
+		return ok
+	}
+	return false
+}
+
 // Topics lists the topics the socket has joined.
 func (s *Session) Topics() []string {
 	s.mu.Lock()
@@ -223,6 +253,10 @@ func (s *Session) join(m wire.Message) {
 	})
 	if rep.Status == proto.StatusNoReply {
 		rep = proto.Error(ReasonBadReply)
+	}
+	if rep.Status == proto.StatusOK && rep.Ignore != nil {
+		// Before the room join, so no ignored user's message slips through.
+		s.SetIgnored(rep.Ignore.Ignored)
 	}
 	if rep.Status == proto.StatusOK {
 		// On a duplicate join the socket stays in the room (Join is
@@ -298,6 +332,9 @@ func (s *Session) push(m wire.Message) {
 		req.Payload = json.RawMessage(m.Payload)
 	}
 	rep := s.request("push", proto.PushSubject(service), req)
+	if rep.Ignore != nil {
+		s.SetIgnored(rep.Ignore.Ignored)
+	}
 	if rep.Status == proto.StatusNoReply {
 		return
 	}

@@ -12,6 +12,13 @@
 
   let socket = null;
   let channel = null;
+  const placeholder = input.placeholder;
+
+  // The input sends to the room's channel; it is off while there is none.
+  function setInput(enabled, hint) {
+    input.disabled = !enabled;
+    input.placeholder = enabled ? placeholder : hint;
+  }
 
   function setStatus(text, cls) {
     statusEl.textContent = text;
@@ -41,12 +48,15 @@
 
   async function connect(name, room) {
     if (socket) socket.disconnect();
+    channel = null;
+    setInput(true);
     let token = null;
     try {
       token = await tokenFor(name);
     } catch (e) {
       append("login failed: " + e.message, "notice");
       setStatus("login failed", "error");
+      setInput(false, "Not in a room: log in above");
       return;
     }
     socket = new Socket("/socket", { params: token ? { token } : {} });
@@ -56,14 +66,20 @@
 
     const topic = "rooms:" + room;
     roomName.textContent = room;
-    channel = socket.channel(topic, {});
-    channel.on("new_msg", (payload) => append(payload.body));
-    channel.join()
+    const ch = socket.channel(topic, {});
+    channel = ch;
+    ch.on("new_msg", (payload) => append(payload.body));
+    ch.join()
       .receive("ok", () => append("joined " + topic + (name ? " as " + name : " anonymously"), "notice"))
       .receive("error", (resp) => {
         append("cannot join " + topic + ": " + (resp && resp.reason), "notice");
-        // A refused join is final for this page: stop phoenix.js's rejoin loop.
-        channel.leave();
+        // A refused join is final for this page: stop phoenix.js's rejoin loop,
+        // and take no more messages (they could only time out).
+        ch.leave();
+        if (channel === ch) {
+          channel = null;
+          setInput(false, "Not in " + topic + ": pick another room above");
+        }
       })
       .receive("timeout", () => append("join timed out, retrying…", "notice"));
   }

@@ -26,6 +26,9 @@ type Rules struct {
 	PublicTopics []string
 	// MaxBodyLength bounds new_msg bodies in characters (runes).
 	MaxBodyLength int
+	// AnnounceJoins broadcasts user_joined {user_id} to a room when a
+	// logged-in user joins it, as the channels guide does.
+	AnnounceJoins bool
 }
 
 // IsPublic reports whether anyone may join topic.

@@ -111,20 +111,35 @@ func (s *Service) join(req proto.JoinRequest) proto.Reply {
 	if !IsRoom(req.Topic) {
 		return proto.Error("unauthorized")
 	}
-	if s.opts.Rules.IsPublic(req.Topic) {
-		return proto.OK(nil)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
 	defer cancel()
-	ok, err := s.opts.Store.IsMember(ctx, req.Topic, req.UserID)
+	if !s.opts.Rules.IsPublic(req.Topic) {
+		ok, err := s.opts.Store.IsMember(ctx, req.Topic, req.UserID)
+		if err != nil {
+			s.opts.Logger.Error("membership lookup failed", "topic", req.Topic, "user", req.UserID, "err", err)
+			return proto.Error("membership store unavailable")
+		}
+		if !ok {
+			return proto.Error("unauthorized")
+		}
+	}
+	rep := proto.OK(nil)
+	if req.UserID == "" {
+		return rep
+	}
+	// The socket filters broadcasts from the users its user ignores.
+	ignored, err := s.opts.Store.Ignored(ctx, req.UserID)
 	if err != nil {
-		s.opts.Logger.Error("membership lookup failed", "topic", req.Topic, "user", req.UserID, "err", err)
-		return proto.Error("membership store unavailable")
+		s.opts.Logger.Error("ignore list lookup failed", "user", req.UserID, "err", err)
+		return proto.Error("ignore store unavailable")
 	}
-	if !ok {
-		return proto.Error("unauthorized")
+	rep.Ignore = &proto.IgnoreUpdate{Ignored: ignored}
+	if s.opts.Rules.AnnounceJoins {
+		// The guide's user_joined, to everyone in the room but the user.
+		payload, _ := proto.Marshal(map[string]string{"user_id": req.UserID})
+		s.broadcast(req.Topic, proto.Broadcast{Event: "user_joined", Payload: payload, From: req.UserID, ExcludeFrom: true})
 	}
-	return proto.OK(nil)
+	return rep
 }
 
 func (s *Service) handlePush(m *nats.Msg) {
@@ -138,8 +153,10 @@ func (s *Service) handlePush(m *nats.Msg) {
 
 func (s *Service) push(req proto.PushRequest) proto.Reply {
 	switch req.Event {
+	case "ignore", "unignore":
+		return s.ignore(req)
 	case "new_msg":
-		b := proto.Broadcast{Event: "new_msg"}
+		b := proto.Broadcast{Event: "new_msg", From: req.UserID}
 		if req.Binary != nil {
 			// An ArrayBuffer from phoenix.js: broadcast the bytes as they came.
 			if err := s.opts.Rules.NewMsgBinary(req.Binary); err != nil {
@@ -155,15 +172,9 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 				Body string `json:"body"`
 			}{body})
 		}
-		data, _ := proto.Marshal(b)
-		subject, err := proto.RoomSubject(req.Topic)
-		if err != nil {
-			return proto.Error(err.Error())
-		}
 		// Published before the reply, so the gateway's next push from this
 		// client (sent only after this reply) is broadcast after this one.
-		if err := s.opts.Conn.Publish(subject, data); err != nil {
-			s.opts.Logger.Error("broadcast failed", "topic", req.Topic, "err", err)
+		if err := s.broadcast(req.Topic, b); err != nil {
 			return proto.Error("broadcast failed")
 		}
 		return proto.NoReply()
@@ -180,6 +191,52 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 	default:
 		return proto.Error(fmt.Sprintf("unknown event %q", req.Event))
 	}
+}
+
+func (s *Service) broadcast(topic string, b proto.Broadcast) error {
+	subject, err := proto.RoomSubject(topic)
+	if err == nil {
+		data, _ := proto.Marshal(b)
+		err = s.opts.Conn.Publish(subject, data)
+	}
+	if err != nil {
+		s.opts.Logger.Error("broadcast failed", "topic", topic, "event", b.Event, "err", err)
+	}
+	return err
+}
+
+// ignore handles the guide's ignore/unignore pushes: {"user_id": other}.
+// The list lives in JetStream KV; every gateway with a socket of the user
+// learns the new list over proto.IgnoresSubject and filters from then on.
+func (s *Service) ignore(req proto.PushRequest) proto.Reply {
+	if req.UserID == "" {
+		return proto.Error("log in to ignore users")
+	}
+	var p struct {
+		UserID string `json:"user_id"`
+	}
+	if err := json.Unmarshal(req.Payload, &p); err != nil || p.UserID == "" {
+		return proto.Error(req.Event + ` needs a payload {"user_id": string}`)
+	}
+	if p.UserID == req.UserID {
+		return proto.Error("you cannot ignore yourself")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	list, err := s.opts.Store.SetIgnored(ctx, req.UserID, p.UserID, req.Event == "ignore")
+	if err != nil {
+		s.opts.Logger.Error("ignore list update failed", "user", req.UserID, "err", err)
+		return proto.Error("ignore store unavailable")
+	}
+	update := &proto.IgnoreUpdate{Ignored: list}
+	if subject, err := proto.IgnoresSubject(req.UserID); err == nil {
+		data, _ := proto.Marshal(update)
+		if err := s.opts.Conn.Publish(subject, data); err != nil {
+			s.opts.Logger.Error("publish ignore list", "user", req.UserID, "err", err)
+		}
+	}
+	response, _ := proto.Marshal(update)
+	return proto.Reply{Status: proto.StatusOK, Response: response, Ignore: update}
 }
 
 func (s *Service) handleMembership(m *nats.Msg) {

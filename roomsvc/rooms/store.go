@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,18 +18,26 @@ import (
 // DefaultBucket is the JetStream KV bucket that holds room memberships.
 const DefaultBucket = "phx_room_members"
 
+// DefaultIgnoreBucket is the JetStream KV bucket that holds ignore lists:
+// one key per user, its value the JSON array of ignored user ids, so that a
+// join reads it with one Get.
+const DefaultIgnoreBucket = "phx_user_ignores"
+
 // Store keeps private-room memberships in a JetStream KV bucket, so they
 // survive restarts and are shared by every roomsvc instance. Each membership
 // is one key, "<room>.<user>", both parts escaped with proto.EncodeKey, which
 // makes a membership check a single Get and a room's listing a filtered scan.
 type Store struct {
-	kv jetstream.KeyValue
+	kv      jetstream.KeyValue
+	ignores jetstream.KeyValue
 }
 
 // StoreOptions configure OpenStore.
 type StoreOptions struct {
 	// Bucket defaults to DefaultBucket.
 	Bucket string
+	// IgnoreBucket defaults to DefaultIgnoreBucket.
+	IgnoreBucket string
 	// Replicas is the bucket's replication factor: 1 on a single server,
 	// 3 on a NATS cluster so that memberships outlive a node. Default 1.
 	Replicas int
@@ -37,6 +47,9 @@ type StoreOptions struct {
 func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (*Store, error) {
 	if opts.Bucket == "" {
 		opts.Bucket = DefaultBucket
+	}
+	if opts.IgnoreBucket == "" {
+		opts.IgnoreBucket = DefaultIgnoreBucket
 	}
 	if opts.Replicas == 0 {
 		opts.Replicas = 1
@@ -50,7 +63,16 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.Bucket, err)
 	}
-	return &Store{kv: kv}, nil
+	ignores, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      opts.IgnoreBucket,
+		Description: "ignore lists: key <user>, value JSON array of ignored user ids",
+		History:     1,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.IgnoreBucket, err)
+	}
+	return &Store{kv: kv, ignores: ignores}, nil
 }
 
 func memberKey(topic, user string) string {
@@ -124,4 +146,72 @@ func checkMember(topic, user string) error {
 		return errors.New("rooms: empty user id")
 	}
 	return nil
+}
+
+// Ignored returns the users that user ignores, sorted; none for "".
+func (s *Store) Ignored(ctx context.Context, user string) ([]string, error) {
+	list, _, err := s.ignored(ctx, user)
+	return list, err
+}
+
+func (s *Store) ignored(ctx context.Context, user string) ([]string, uint64, error) {
+	if user == "" {
+		return []string{}, 0, nil
+	}
+	e, err := s.ignores.Get(ctx, proto.EncodeKey(user))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return []string{}, 0, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	list := []string{}
+	if err := json.Unmarshal(e.Value(), &list); err != nil {
+		return nil, 0, fmt.Errorf("rooms: ignore list of %q: %w", user, err)
+	}
+	return list, e.Revision(), nil
+}
+
+// SetIgnored adds other to user's ignore list (ignore true) or removes it,
+// and returns the new list. Concurrent changes are retried, not lost.
+func (s *Store) SetIgnored(ctx context.Context, user, other string, ignore bool) ([]string, error) {
+	if user == "" || other == "" {
+		return nil, errors.New("rooms: empty user id")
+	}
+	key := proto.EncodeKey(user)
+	for attempt := 0; attempt < 10; attempt++ {
+		list, rev, err := s.ignored(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		i := sort.SearchStrings(list, other)
+		has := i < len(list) && list[i] == other
+		switch {
+		case ignore && !has:
+			list = slices.Insert(list, i, other)
+		case !ignore && has:
+			list = slices.Delete(list, i, i+1)
+		default:
+			return list, nil
+		}
+		data, _ := json.Marshal(list)
+		if rev == 0 {
+			_, err = s.ignores.Create(ctx, key, data)
+		} else {
+			_, err = s.ignores.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return list, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return nil, err
+		}
+	}
+	return nil, errors.New("rooms: ignore list changed too often concurrently, try again")
+}
+
+// isWrongSequence reports an optimistic-concurrency conflict on Update.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
