@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	}
 	t.Setenv("CHAT_GATEWAY_SEND_QUEUE", "88")
 	t.Setenv("CHAT_ROOMS_MAX_BODY_LENGTH", "99")
-	cfg, _, err := loadConfig([]string{"--config", file, "--rooms-max-body-length", "100"})
+	cfg, _, err := loadConfig([]string{"--config", file, "--rooms-max-body-length", "100"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +48,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--gateway-send-queue", "0"}, "gateway.send_queue must be positive"},
-		{[]string{"--auth-secret-key-base", "short"}, "at least 32 bytes"},
+		{[]string{"--auth-secret-key-base", "short"}, "at least 32 are needed"},
 		{[]string{"--log-format", "xml"}, "log.format"},
 		{[]string{"--config", "/nonexistent/chat.yaml"}, "config file"},
 		{[]string{"--no-such-flag"}, "unknown flag"},
 	} {
-		_, _, err := loadConfig(tc.args)
+		_, _, err := loadConfig(tc.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("loadConfig(%v) = %v, want an error about %q", tc.args, err, tc.want)
 		}

@@ -11,8 +11,11 @@ require (
 	github.com/phxnats/phxnats/proto v0.0.0
 	github.com/phxnats/phxnats/roomsvc v0.0.0
 	github.com/prometheus/client_golang v1.25.0
-	github.com/spf13/pflag v1.0.10
-	github.com/spf13/viper v1.21.0
+)
+
+require (
+	github.com/spf13/pflag v1.0.10 // indirect
+	github.com/spf13/viper v1.21.0 // indirect
 )
 
 require (
@@ -30,6 +33,7 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
+	github.com/phxnats/phxnats/svckit v0.0.0
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -53,3 +57,5 @@ replace github.com/phxnats/phxnats/authsvc => ../authsvc
 replace github.com/phxnats/phxnats/roomsvc => ../roomsvc
 
 replace github.com/phxnats/phxnats/gateway => ../gateway
+
+replace github.com/phxnats/phxnats/svckit => ../svckit

@@ -13,14 +13,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/phxnats/phxnats/allinone/system"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 func main() {
-	cfg, log, err := loadConfig(os.Args[1:])
-	if errors.Is(err, pflag.ErrHelp) {
+	cfg, log, err := loadConfig(os.Args[1:], os.Stderr)
+	if errors.Is(err, svckit.ErrHelp) {
 		return
 	}
 	if err != nil {

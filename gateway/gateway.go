@@ -73,6 +73,10 @@ type Options struct {
 	// token for anyone. For development only: real deployments issue
 	// tokens from their own login.
 	DevLogin bool
+	// LongPollWindow is how long a long-poll GET waits for messages
+	// (Phoenix's window_ms); a session not polled for 1.5 windows is
+	// closed. Default 10s.
+	LongPollWindow time.Duration
 	// AssetsDir holds phoenix.min.js from the phoenix npm package, served
 	// at /assets/phoenix.js for the chat page.
 	AssetsDir string
@@ -129,6 +133,7 @@ func New(opts Options) (*Gateway, error) {
 	setDefault(&opts.IdleTimeout, 60*time.Second)
 	setDefault(&opts.MaxFrameSize, 1<<20)
 	setDefault(&opts.MaxChannels, 100)
+	setDefault(&opts.LongPollWindow, DefaultLongPollWindow)
 	setDefault(&opts.RateLimit, 1000)
 	if opts.RateLimit < 0 {
 		opts.RateLimit = 0
@@ -148,6 +153,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.origins, err = newOriginChecker(opts.CheckOrigin); err != nil {
 		return nil, err
 	}
+	g.lp.window.Store(int64(opts.LongPollWindow))
 	g.hub = fanout.New(opts.Conn, g.log, g.metrics)
 	g.sessionCfg = session.Config{
 		Conn: opts.Conn, Hub: g.hub, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
@@ -306,7 +312,7 @@ func (g *Gateway) handleKick(m *nats.Msg) {
 		g.log.Warn("bad kick message", "subject", m.Subject, "err", err)
 		return
 	}
-	n := 0
+	n := g.kickLongPoll(user, k.Topic)
 	for _, c := range g.userConns(user) {
 		if c.sess.Kick(k.Topic) {
 			n++
@@ -346,8 +352,8 @@ func (g *Gateway) handleDisconnect(m *nats.Msg) {
 	for _, c := range conns {
 		c.closeAfterFlush(websocket.CloseGoingAway, "disconnected")
 	}
-	if len(conns) > 0 {
-		g.log.Info("forced disconnect", "user", user, "sockets", len(conns))
+	if n := len(conns) + g.disconnectLongPoll(user); n > 0 {
+		g.log.Info("forced disconnect", "user", user, "sockets", n)
 	}
 }
 

@@ -24,15 +24,16 @@ package gateway
 // reaches the gateway that holds it. A request that reaches another gateway
 // finds no session and gets 410, which makes phoenix.js reconnect and rejoin.
 //
-// Deviations from Phoenix, all invisible to phoenix.js:
+// Deviations from Phoenix:
 //   - The session token is an opaque random string (prefix lpSessionPrefix)
 //     looked up in memory, not a signed Phoenix.Token.
 //   - A GET with an unknown or expired session token answers {"status":410}
 //     without opening a new session. phoenix.js reacts to either answer the
 //     same way (close 3410 "session_gone", reconnect, rejoin); Phoenix would
 //     open a session that the client then abandons.
-//   - When authsvc cannot be asked, a new session gets {"status":500} (which
-//     phoenix.js retries) instead of 403 (which it treats as forbidden).
+//   - When authsvc cannot be asked, a new session gets {"status":500}, which
+//     phoenix.js retries (the WebSocket gets HTTP 503 for the same reason);
+//     Phoenix has no such case. A draining gateway also answers 500.
 //   - A malformed POST (a frame that does not decode, bad base64, more than
 //     100 lines) closes the session and answers {"status":400} at once, and
 //     no frame of it is handled; Phoenix crashes the session process and

@@ -24,6 +24,7 @@ import (
 	"github.com/phxnats/phxnats/authsvc/auth"
 	"github.com/phxnats/phxnats/authsvc/phxtoken"
 	"github.com/phxnats/phxnats/gateway"
+	gwcfg "github.com/phxnats/phxnats/gateway/config"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
 )
 
@@ -61,13 +62,17 @@ func Defaults() Config {
 		DataDir:     "data",
 		TokenSalt:   "user socket",
 		TokenMaxAge: 1209600 * time.Second, // two weeks, as the channels guide verifies
-		Gateway: gateway.Options{
-			AllowAnonymous: true,
-			DevLogin:       true,
-			AssetsDir:      filepath.Join("gateway", "web", "node_modules", "phoenix", "priv", "static"),
-		},
-		Rooms: rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true},
+		Gateway:     gatewayDefaults(),
+		Rooms:       rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true},
 	}
+}
+
+// gatewayDefaults are a deployed gateway's, plus the development login:
+// the one-process default is for trying the chat.
+func gatewayDefaults() gateway.Options {
+	o := gwcfg.Defaults()
+	o.DevLogin = true
+	return o
 }
 
 // System is the running chat.

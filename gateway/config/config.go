@@ -1,0 +1,72 @@
+// Package config maps the gateway.* configuration keys (flags, CHAT_GATEWAY_*
+// environment variables, YAML) to gateway.Options, for the gateway binary and
+// the one-process default alike.
+package config
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/viper"
+
+	"github.com/phxnats/phxnats/gateway"
+	"github.com/phxnats/phxnats/svckit"
+)
+
+// Defaults are the gateway.* defaults of a deployed gateway: no development
+// login, anonymous sockets allowed.
+func Defaults() gateway.Options {
+	return gateway.Options{
+		AllowAnonymous: true,
+		RequestTimeout: 5 * time.Second,
+		SendQueueLen:   1024,
+		IdleTimeout:    60 * time.Second,
+		MaxFrameSize:   1 << 20,
+		MaxChannels:    100,
+		RateLimit:      1000,
+		RateBurst:      1000,
+		LongPollWindow: 10 * time.Second,
+		AssetsDir:      filepath.Join("gateway", "web", "node_modules", "phoenix", "priv", "static"),
+	}
+}
+
+// Settings are the gateway.* keys with d's values as defaults.
+func Settings(d gateway.Options) []svckit.Setting {
+	return []svckit.Setting{
+		{Key: "gateway.name", Default: d.Name, Help: "this gateway's name in logs and service requests (default: host name)"},
+		{Key: "gateway.allow_anonymous", Default: d.AllowAnonymous, Help: "accept sockets without a token (a bad token is always refused with 403)"},
+		{Key: "gateway.dev_login", Default: d.DevLogin, Help: "serve GET /token?user_id=NAME (development only)"},
+		{Key: "gateway.request_timeout", Default: d.RequestTimeout, Help: "timeout of each request to a service"},
+		{Key: "gateway.send_queue", Default: d.SendQueueLen, Help: "frames queued per socket before it is closed as a slow consumer"},
+		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets with no traffic for this long"},
+		{Key: "gateway.max_frame_size", Default: int(d.MaxFrameSize), Help: "largest client frame in bytes"},
+		{Key: "gateway.max_channels", Default: d.MaxChannels, Help: "topics one socket may join"},
+		{Key: "gateway.rate_limit", Default: d.RateLimit, Help: "frames per second one socket may send (heartbeats exempt; -1: no limit)"},
+		{Key: "gateway.rate_burst", Default: d.RateBurst, Help: "burst of frames above the rate"},
+		{Key: "gateway.longpoll_window", Default: d.LongPollWindow, Help: "how long a long-poll request waits for messages"},
+		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: same host; *: any)"},
+		{Key: "gateway.assets_dir", Default: d.AssetsDir, Help: "folder holding phoenix.min.js from npm, for the chat page"},
+	}
+}
+
+// Options reads the gateway.* keys. Conn and Logger are left to the caller.
+func Options(v *viper.Viper) (gateway.Options, error) {
+	if err := svckit.Positive(v, "gateway.send_queue", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
+		return gateway.Options{}, err
+	}
+	return gateway.Options{
+		Name:           v.GetString("gateway.name"),
+		AllowAnonymous: v.GetBool("gateway.allow_anonymous"),
+		DevLogin:       v.GetBool("gateway.dev_login"),
+		RequestTimeout: v.GetDuration("gateway.request_timeout"),
+		SendQueueLen:   v.GetInt("gateway.send_queue"),
+		IdleTimeout:    v.GetDuration("gateway.idle_timeout"),
+		MaxFrameSize:   v.GetInt64("gateway.max_frame_size"),
+		MaxChannels:    v.GetInt("gateway.max_channels"),
+		RateLimit:      v.GetFloat64("gateway.rate_limit"),
+		RateBurst:      v.GetInt("gateway.rate_burst"),
+		LongPollWindow: v.GetDuration("gateway.longpoll_window"),
+		CheckOrigin:    svckit.List(v, "gateway.check_origin"),
+		AssetsDir:      v.GetString("gateway.assets_dir"),
+	}, nil
+}

@@ -1,0 +1,43 @@
+// Package config maps the rooms.* configuration keys to roomsvc's rules and
+// store options, for the roomsvc binary and the one-process default alike.
+package config
+
+import (
+	"time"
+
+	"github.com/spf13/viper"
+
+	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
+)
+
+// Settings are the rooms.* keys.
+func Settings() []svckit.Setting {
+	return []svckit.Setting{
+		{Key: "rooms.public", Default: []string{}, Help: "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
+		{Key: "rooms.max_body_length", Default: rooms.DefaultMaxBodyLength, Help: "longest new_msg body in characters"},
+		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room"},
+		{Key: "rooms.kv_replicas", Default: 1, Help: "replicas of the membership and ignore KV buckets (3 on a NATS cluster)"},
+		{Key: "rooms.store_timeout", Default: 2 * time.Second, Help: "timeout of each KV operation"},
+	}
+}
+
+// Rules reads the chat rules.
+func Rules(v *viper.Viper) (rooms.Rules, error) {
+	if err := svckit.Positive(v, "rooms.max_body_length"); err != nil {
+		return rooms.Rules{}, err
+	}
+	return rooms.Rules{
+		PublicTopics:  svckit.List(v, "rooms.public"),
+		MaxBodyLength: v.GetInt("rooms.max_body_length"),
+		AnnounceJoins: v.GetBool("rooms.announce_joins"),
+	}, nil
+}
+
+// StoreOptions reads the KV settings.
+func StoreOptions(v *viper.Viper) (rooms.StoreOptions, error) {
+	if err := svckit.Positive(v, "rooms.kv_replicas"); err != nil {
+		return rooms.StoreOptions{}, err
+	}
+	return rooms.StoreOptions{Replicas: v.GetInt("rooms.kv_replicas")}, nil
+}

@@ -1,0 +1,149 @@
+package svckit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Probe reports why a service is not ready; nil means ready.
+type Probe func(ctx context.Context) error
+
+// Ops is a service's operations endpoint:
+//
+//	GET /healthz  200 while the process runs and NATS is connected
+//	GET /readyz   200 when every probe passes (ready for traffic)
+//	GET /metrics  Prometheus text: Go runtime, process and NATS client metrics
+type Ops struct {
+	// Conn is the service's NATS connection.
+	Conn *nats.Conn
+	// Ready are checked by /readyz besides the NATS connection.
+	Ready []Probe
+	// Registry collects the metrics; nil gets a fresh one.
+	Registry *prometheus.Registry
+}
+
+// Handler serves the operations endpoints.
+func (o *Ops) Handler() http.Handler {
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), natsCollector{o.Conn})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !o.Conn.IsConnected() {
+			writeStatus(w, http.StatusServiceUnavailable, "NATS is not connected: "+o.Conn.Status().String())
+			return
+		}
+		writeStatus(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !o.Conn.IsConnected() {
+			writeStatus(w, http.StatusServiceUnavailable, "NATS is not connected: "+o.Conn.Status().String())
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		for _, p := range o.Ready {
+			if err := p(ctx); err != nil {
+				writeStatus(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+		}
+		writeStatus(w, http.StatusOK, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeStatus(w http.ResponseWriter, code int, status string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"status": status})
+}
+
+// natsCollector exports the client's own counters.
+type natsCollector struct{ nc *nats.Conn }
+
+var (
+	natsMsgsDesc = prometheus.NewDesc("phx_nats_client_msgs_total", "Messages through the NATS connection.", []string{"direction"}, nil)
+	natsRecDesc  = prometheus.NewDesc("phx_nats_client_reconnects_total", "NATS reconnections.", nil, nil)
+	natsUpDesc   = prometheus.NewDesc("phx_nats_client_connected", "1 while the NATS connection is up.", nil, nil)
+)
+
+func (c natsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- natsMsgsDesc
+	ch <- natsRecDesc
+	ch <- natsUpDesc
+}
+
+func (c natsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.nc.Stats()
+	ch <- prometheus.MustNewConstMetric(natsMsgsDesc, prometheus.CounterValue, float64(st.InMsgs), "in")
+	ch <- prometheus.MustNewConstMetric(natsMsgsDesc, prometheus.CounterValue, float64(st.OutMsgs), "out")
+	ch <- prometheus.MustNewConstMetric(natsRecDesc, prometheus.CounterValue, float64(st.Reconnects))
+	up := 0.0
+	if c.nc.IsConnected() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(natsUpDesc, prometheus.GaugeValue, up)
+}
+
+// ListenAndServe serves h on addr until ctx ends, then shuts the server
+// down. It returns once the listener is open, with the bound address.
+func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "addr", addr, "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	return ln.Addr(), nil
+}
+
+// SignalContext is cancelled by SIGINT or SIGTERM: the start of a drain.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// DrainNATS drains nc (finishing what its subscriptions already received
+// and flushing publishes) and waits until it is closed or timeout passes.
+func DrainNATS(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("NATS drain timed out")
+	}
+}
