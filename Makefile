@@ -2,7 +2,7 @@
 # http://localhost:4000; `make test` runs every test. Both install what they
 # need (Go modules, npm packages) on a fresh machine.
 
-MODULES := proto authsvc roomsvc gateway allinone chatctl
+MODULES := proto svckit authsvc roomsvc gateway allinone chatctl loadtest
 GO      ?= go
 NPM     ?= npm
 BIN     := bin
@@ -49,8 +49,12 @@ test: assets e2e-deps browser-deps lint
 build:
 	@mkdir -p $(BIN)
 	cd allinone && $(GO) build -o ../$(BIN)/chat .
+	cd gateway && $(GO) build -o ../$(BIN)/gateway ./cmd/gateway
+	cd roomsvc && $(GO) build -o ../$(BIN)/roomsvc ./cmd/roomsvc
 	cd authsvc && $(GO) build -o ../$(BIN)/authsvc ./cmd/authsvc
 	cd chatctl && $(GO) build -o ../$(BIN)/chatctl .
+	# nats-server itself, from the module the one-process default embeds
+	cd allinone && $(GO) build -o ../$(BIN)/nats-server github.com/nats-io/nats-server/v2
 
 ## lint: gofmt and go vet on every module
 lint:
@@ -72,9 +76,10 @@ fuzz:
 		done); \
 	done
 
-## bench: Go benchmarks of the hot paths
+## bench: Go benchmarks of the hot paths, then a quick load suite (a few minutes) against a fresh allinone and the baseline server
 bench:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
+	GO=$(GO) bash loadtest/bench.sh
 
 clean:
 	rm -rf $(BIN)

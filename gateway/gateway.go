@@ -203,6 +203,7 @@ func (g *Gateway) Metrics() *metrics.Metrics { return g.metrics }
 //	GET /socket/websocket  Phoenix socket (vsn=1.0.0 or 2.0.0)
 //	GET /token             development login (when Options.DevLogin)
 //	GET /healthz           200 while NATS is connected
+//	GET /readyz            200 while NATS is connected and the gateway is not draining
 //	GET /metrics           Prometheus metrics
 //	GET /                  the chat page
 func (g *Gateway) Handler() http.Handler {
@@ -213,6 +214,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.HandleFunc("GET /token", g.serveToken)
 	}
 	mux.HandleFunc("GET /healthz", g.serveHealth)
+	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("GET /metrics", g.metrics.Handler())
 	g.handlePage(mux)
 	return mux
@@ -410,6 +412,20 @@ func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, `{"status":"ok","rooms":%d}`+"\n", g.hub.Rooms())
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	draining := g.draining
+	g.mu.Unlock()
+	switch {
+	case draining:
+		httpJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	case !g.opts.Conn.IsConnected():
+		httpJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "nats disconnected"})
+	default:
+		httpJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
 }
 
 // serveToken is the development login: it signs a token for any user_id.

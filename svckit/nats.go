@@ -33,7 +33,9 @@ func ConnectNATS(v *viper.Viper, name string, log *slog.Logger) (*nats.Conn, err
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", "err", err)
+			if err != nil { // nil: our own Close or Drain
+				log.Warn("NATS disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())

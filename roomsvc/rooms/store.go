@@ -215,3 +215,11 @@ func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
+
+// Ping checks that the membership bucket answers, for readiness probes.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, err := s.kv.Status(ctx); err != nil {
+		return fmt.Errorf("membership KV bucket: %w", err)
+	}
+	return nil
+}

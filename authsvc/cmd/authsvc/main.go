@@ -6,29 +6,19 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/phxnats/phxnats/authsvc/auth"
-	"github.com/phxnats/phxnats/authsvc/phxtoken"
+	authcfg "github.com/phxnats/phxnats/authsvc/config"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 const usage = `usage:
-  authsvc serve [--nats-url URL] [--secret-key-base SKB[,SKB...]] [--salt SALT] [--max-age DURATION]
-  authsvc token sign|verify ...   (authsvc token help)
-
-serve reads CHAT_NATS_URL, CHAT_AUTH_SECRET_KEY_BASE, CHAT_AUTH_SALT and
-CHAT_AUTH_MAX_AGE when the flags are not given. It refuses to start without a
-secret key base.
+  authsvc serve [flags]           serve phx.auth.verify and phx.auth.sign over NATS (authsvc serve --help)
+  authsvc token sign|verify ...   sign or verify a Phoenix.Token on the command line (authsvc token help)
 `
 
 func main() {
@@ -40,7 +30,7 @@ func main() {
 	case "token":
 		os.Exit(runToken(os.Args[2:], os.Stdout, os.Stderr))
 	case "serve":
-		os.Exit(runServe(os.Args[2:], os.Stderr))
+		os.Exit(runServe(os.Args[2:]))
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
@@ -49,63 +39,66 @@ func main() {
 	}
 }
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
+// runServe runs the service until SIGTERM. It refuses to start without a
+// secret: tokens signed with a made-up one would not survive a restart.
+func runServe(args []string) int {
+	settings := append([]svckit.Setting{
+		{Key: "http.addr", Default: "127.0.0.1:4012", Help: "listen address of /healthz, /readyz and /metrics"},
+	}, svckit.NATSSettings()...)
+	settings = append(settings, authcfg.Settings()...)
+	settings = append(settings, svckit.LogSettings()...)
+	v, err := svckit.Load("authsvc serve", args, settings, os.Stderr)
+	if errors.Is(err, svckit.ErrHelp) {
+		return 0
 	}
-	return def
-}
-
-func runServe(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("nats-url", env("CHAT_NATS_URL", nats.DefaultURL), "NATS server URLs, comma-separated")
-	secrets := fs.String("secret-key-base", env("CHAT_AUTH_SECRET_KEY_BASE", ""), "secrets, comma-separated; the first signs")
-	salt := fs.String("salt", env("CHAT_AUTH_SALT", "user socket"), "Phoenix.Token salt")
-	maxAge := fs.String("max-age", env("CHAT_AUTH_MAX_AGE", "336h"), "token lifetime")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("svc", "authsvc")
-	age, err := time.ParseDuration(*maxAge)
-	if err != nil || age <= 0 {
-		fmt.Fprintf(stderr, "authsvc: --max-age: want a positive duration such as 336h, got %q\n", *maxAge)
-		return 2
-	}
-	var keys []string
-	for _, s := range strings.Split(*secrets, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			keys = append(keys, s)
-		}
-	}
-	if len(keys) == 0 {
-		fmt.Fprintln(stderr, "authsvc: no secret key base: set --secret-key-base or CHAT_AUTH_SECRET_KEY_BASE")
-		return 2
-	}
-	signer, err := phxtoken.New(phxtoken.Options{SecretKeyBases: keys, Salt: *salt, MaxAge: age})
 	if err != nil {
-		fmt.Fprintln(stderr, "authsvc:", err)
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
 		return 2
 	}
-	nc, err := nats.Connect(*url, nats.Name("authsvc"), nats.MaxReconnects(-1))
+	log, err := svckit.Logger(v)
 	if err != nil {
-		fmt.Fprintf(stderr, "authsvc: connect to NATS at %s: %v\n", *url, err)
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
+		return 2
+	}
+	log = log.With("svc", "authsvc")
+	secrets, err := authcfg.Secrets(v)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
+		return 2
+	}
+	signer, err := authcfg.Signer(v, secrets)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
+		return 2
+	}
+	nc, err := svckit.ConnectNATS(v, "authsvc", log)
+	if err != nil {
+		log.Error("start failed", "err", err)
 		return 1
 	}
 	svc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: log})
 	if err != nil {
-		fmt.Fprintln(stderr, "authsvc:", err)
+		log.Error("start failed", "err", err)
 		return 1
 	}
-	log.Info("serving", "nats", nc.ConnectedUrl())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := svckit.SignalContext()
 	defer stop()
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	ops := &svckit.Ops{Conn: nc}
+	addr, err := svckit.ListenAndServe(srvCtx, v.GetString("http.addr"), ops.Handler(), log)
+	if err != nil {
+		log.Error("listen", "addr", v.GetString("http.addr"), "err", err)
+		return 1
+	}
+	log.Info("serving", "ops", addr.String(), "nats", nc.ConnectedUrlRedacted())
 	<-ctx.Done()
 	log.Info("draining")
 	svc.Drain()
-	if err := nc.Drain(); err != nil {
-		log.Error("drain", "err", err)
+	if err := svckit.DrainNATS(nc, 10*time.Second); err != nil {
+		log.Error("NATS drain", "err", err)
 		return 1
 	}
+	log.Info("stopped")
 	return 0
 }
