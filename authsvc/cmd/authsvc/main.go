@@ -6,10 +6,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
-	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/viper"
 
 	"github.com/phxnats/phxnats/authsvc/auth"
 	authcfg "github.com/phxnats/phxnats/authsvc/config"
@@ -42,63 +45,29 @@ func main() {
 // runServe runs the service until SIGTERM. It refuses to start without a
 // secret: tokens signed with a made-up one would not survive a restart.
 func runServe(args []string) int {
-	settings := append([]svckit.Setting{
-		{Key: "http.addr", Default: "127.0.0.1:4012", Help: "listen address of /healthz, /readyz and /metrics"},
-	}, svckit.NATSSettings()...)
-	settings = append(settings, authcfg.Settings()...)
-	settings = append(settings, svckit.LogSettings()...)
-	v, err := svckit.Load("authsvc serve", args, settings, os.Stderr)
-	if errors.Is(err, svckit.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "authsvc:", err)
-		return 2
-	}
-	log, err := svckit.Logger(v)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "authsvc:", err)
-		return 2
-	}
-	log = log.With("svc", "authsvc")
-	secrets, err := authcfg.Secrets(v)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "authsvc:", err)
-		return 2
-	}
-	signer, err := authcfg.Signer(v, secrets)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "authsvc:", err)
-		return 2
-	}
-	nc, err := svckit.ConnectNATS(v, "authsvc", log)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	svc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: log})
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	ctx, stop := svckit.SignalContext()
-	defer stop()
-	srvCtx, stopServer := context.WithCancel(context.Background())
-	defer stopServer()
-	ops := &svckit.Ops{Conn: nc}
-	addr, err := svckit.ListenAndServe(srvCtx, v.GetString("http.addr"), ops.Handler(), log)
-	if err != nil {
-		log.Error("listen", "addr", v.GetString("http.addr"), "err", err)
-		return 1
-	}
-	log.Info("serving", "ops", addr.String(), "nats", nc.ConnectedUrlRedacted())
-	<-ctx.Done()
-	log.Info("draining")
-	svc.Drain()
-	if err := svckit.DrainNATS(nc, 10*time.Second); err != nil {
-		log.Error("NATS drain", "err", err)
-		return 1
-	}
-	log.Info("stopped")
-	return 0
+	return svckit.Run(svckit.Service{
+		Name:     "authsvc",
+		OpsAddr:  "127.0.0.1:4012",
+		Settings: authcfg.Settings(),
+		Check: func(v *viper.Viper) error {
+			secrets, err := authcfg.Secrets(v)
+			if err == nil {
+				_, err = authcfg.Signer(v, secrets)
+			}
+			return err
+		},
+		Start: func(_ context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger) (http.Handler, func(context.Context) error, error) {
+			secrets, _ := authcfg.Secrets(v)
+			signer, err := authcfg.Signer(v, secrets)
+			if err != nil {
+				return nil, nil, err
+			}
+			svc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: log})
+			if err != nil {
+				return nil, nil, err
+			}
+			ops := &svckit.Ops{Conn: nc}
+			return ops.Handler(), func(context.Context) error { svc.Drain(); return nil }, nil
+		},
+	}, args, os.Stderr)
 }

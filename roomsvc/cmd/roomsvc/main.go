@@ -10,63 +10,44 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
+	"log/slog"
+	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/viper"
 
 	roomcfg "github.com/phxnats/phxnats/roomsvc/config"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
 	"github.com/phxnats/phxnats/svckit"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	svckit.Exit(svckit.Service{
+		Name:     "roomsvc",
+		OpsAddr:  "127.0.0.1:4011",
+		Settings: roomcfg.Settings(),
+		Check: func(v *viper.Viper) error {
+			_, err := roomcfg.Rules(v)
+			if err == nil {
+				_, err = roomcfg.StoreOptions(v)
+			}
+			return err
+		},
+		Start: start,
+	})
+}
 
-func run(args []string) int {
-	settings := append([]svckit.Setting{
-		{Key: "http.addr", Default: "127.0.0.1:4011", Help: "listen address of /healthz, /readyz and /metrics"},
-	}, svckit.NATSSettings()...)
-	settings = append(settings, roomcfg.Settings()...)
-	settings = append(settings, svckit.LogSettings()...)
-	v, err := svckit.Load("roomsvc", args, settings, os.Stderr)
-	if errors.Is(err, svckit.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "roomsvc:", err)
-		return 2
-	}
-	log, err := svckit.Logger(v)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "roomsvc:", err)
-		return 2
-	}
-	log = log.With("svc", "roomsvc")
-	rules, err := roomcfg.Rules(v)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "roomsvc:", err)
-		return 2
-	}
-	storeOpts, err := roomcfg.StoreOptions(v)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "roomsvc:", err)
-		return 2
-	}
-
-	nc, err := svckit.ConnectNATS(v, "roomsvc", log)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
+func start(ctx context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger) (http.Handler, func(context.Context) error, error) {
+	rules, _ := roomcfg.Rules(v)
+	storeOpts, _ := roomcfg.StoreOptions(v)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
+		return nil, nil, err
 	}
-	ctx, stop := svckit.SignalContext()
-	defer stop()
-	// JetStream may still be electing leaders when a cluster starts: retry.
+	// JetStream may still be electing leaders when a cluster starts: retry
+	// for a while rather than crash-loop.
 	var store *rooms.Store
 	for attempt := 1; ; attempt++ {
 		openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -76,33 +57,15 @@ func run(args []string) int {
 			break
 		}
 		if ctx.Err() != nil || attempt == 30 {
-			log.Error("start failed: membership store", "err", err)
-			return 1
+			return nil, nil, errors.Join(errors.New("membership store"), err)
 		}
 		log.Warn("membership store not reachable yet, retrying", "attempt", attempt, "err", err)
 		time.Sleep(time.Second)
 	}
 	svc, err := rooms.Start(rooms.Options{Conn: nc, Store: store, Rules: rules, StoreTimeout: v.GetDuration("rooms.store_timeout"), Logger: log})
 	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
+		return nil, nil, err
 	}
 	ops := &svckit.Ops{Conn: nc, Ready: []svckit.Probe{store.Ping}}
-	srvCtx, stopServer := context.WithCancel(context.Background())
-	defer stopServer()
-	addr, err := svckit.ListenAndServe(srvCtx, v.GetString("http.addr"), ops.Handler(), log)
-	if err != nil {
-		log.Error("listen", "addr", v.GetString("http.addr"), "err", err)
-		return 1
-	}
-	log.Info("serving", "ops", addr.String(), "nats", nc.ConnectedUrlRedacted())
-	<-ctx.Done()
-	log.Info("draining")
-	svc.Drain()
-	if err := svckit.DrainNATS(nc, 10*time.Second); err != nil {
-		log.Error("NATS drain", "err", err)
-		return 1
-	}
-	log.Info("stopped")
-	return 0
+	return ops.Handler(), func(context.Context) error { svc.Drain(); return nil }, nil
 }
