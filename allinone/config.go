@@ -25,7 +25,7 @@ func settings() []svckit.Setting {
 	}
 	all := append(own, authcfg.Settings()...)
 	all = append(all, gwcfg.Settings(d.Gateway)...)
-	all = append(all, roomcfg.Settings()...)
+	all = append(all, roomcfg.RulesSettings()...) // one embedded server: one KV replica
 	return append(all, svckit.LogSettings()...)
 }
 

@@ -11,12 +11,21 @@ import (
 	"github.com/phxnats/phxnats/svckit"
 )
 
-// Settings are the rooms.* keys.
-func Settings() []svckit.Setting {
+// Settings are the rooms.* keys of the roomsvc binary.
+func Settings() []svckit.Setting { return append(RulesSettings(), StoreSettings()...) }
+
+// RulesSettings are the keys of the chat rules.
+func RulesSettings() []svckit.Setting {
 	return []svckit.Setting{
 		{Key: "rooms.public", Default: []string{}, Help: "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
 		{Key: "rooms.max_body_length", Default: rooms.DefaultMaxBodyLength, Help: "longest new_msg body in characters"},
 		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room"},
+	}
+}
+
+// StoreSettings are the keys of the KV store.
+func StoreSettings() []svckit.Setting {
+	return []svckit.Setting{
 		{Key: "rooms.kv_replicas", Default: 1, Help: "replicas of the membership and ignore KV buckets (3 on a NATS cluster)"},
 		{Key: "rooms.store_timeout", Default: 2 * time.Second, Help: "timeout of each KV operation"},
 	}
