@@ -55,8 +55,9 @@ test("guide scenario: two clients in rooms:lobby both get a new_msg exactly once
   await waitFor(() => atBob.length >= 1 && atAnon.length >= 1, 5000,
     `new_msg at both clients (bob got ${atBob.length}, anonymous got ${atAnon.length})`);
   await sleep(300); // room for a duplicate to show up
-  assert.deepEqual(atBob, [{ body }], "sender (bob) receives its message once");
-  assert.deepEqual(atAnon, [{ body }], "anonymous client receives bob's message once");
+  // Messages of logged-in users name their sender (rooms.include_sender).
+  assert.deepEqual(atBob, [{ body, user_id: "bob" }], "sender (bob) receives its message once");
+  assert.deepEqual(atAnon, [{ body, user_id: "bob" }], "anonymous client receives bob's message once");
 
   sockets.disconnect(bob);
   sockets.disconnect(anon);
@@ -93,7 +94,7 @@ test("private room: the member is admitted and gets its messages, a lobby client
 
   await waitFor(() => atAlice.length >= 1, 5000, `new_msg in ${PRIVATE_ROOM} at ${MEMBER}`);
   await sleep(300);
-  assert.deepEqual(atAlice, [{ body }]);
+  assert.deepEqual(atAlice, [{ body, user_id: MEMBER }]);
   assert.deepEqual(atLobby, [], "lobby-only client must not get the private room's message");
   assert.deepEqual(rawAtLobby, [], "no frame with the private message reaches the lobby-only socket");
 
@@ -142,7 +143,7 @@ test("leave stops delivery", T, async () => {
   await sleep(500);
   assert.deepEqual(atB, [], "B's handler gets nothing after leaving");
   assert.deepEqual(rawAtB, [], "no new_msg frame reaches B's socket after leaving");
-  assert.deepEqual(atA, [{ body }]);
+  assert.deepEqual(atA, [{ body, user_id: "leave-a" }]);
 
   sockets.disconnect(a);
   sockets.disconnect(b);

@@ -51,8 +51,8 @@ test("long-poll: a LongPoll and a WebSocket client in rooms:lobby both get a new
   await waitFor(() => backAtLp.length >= 1, 5000, "the WebSocket client's new_msg at the long-poll client");
 
   await sleep(300); // room for a duplicate to show up
-  assert.deepEqual(atLp, [{ body }], "sender (long-poll) receives its message once");
-  assert.deepEqual(atWs, [{ body }], "WebSocket client receives it once");
+  assert.deepEqual(atLp, [{ body, user_id: "lp-bob" }], "sender (long-poll) receives its message once");
+  assert.deepEqual(atWs, [{ body, user_id: "lp-bob" }], "WebSocket client receives it once");
   assert.deepEqual(backAtLp, [{ body: back }], "long-poll client receives the WebSocket client's message once");
 
   // Replies travel too.

@@ -162,7 +162,8 @@ func TestConformanceWebSocket(t *testing.T) {
 				// The reference app announces user_joined from its own
 				// timer, not at join, and the replay drops those frames:
 				// keep ours out of the timeline too (TestIgnoreLists covers them).
-				s := startSystem(t, func(c *Config) { c.Rooms.AnnounceJoins = false })
+				// The reference app's new_msg is the guide's {"body"} alone.
+				s := startSystem(t, func(c *Config) { c.Rooms.AnnounceJoins, c.Rooms.IncludeSender = false, false })
 				switch {
 				case strings.HasPrefix(sc.Name, "broadcast_seen_by_second_client"):
 					replayTwoClients(t, s, sc)

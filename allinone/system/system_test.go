@@ -180,7 +180,7 @@ func TestJoinRules(t *testing.T) {
 
 	// A message in the private room reaches alice and not the lobby.
 	alice.send(`["2","3","rooms:ops","new_msg",{"body":"ops only"}]`)
-	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only"}]`)
+	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only","user_id":"alice"}]`)
 	bob.quiet(300 * time.Millisecond)
 }
 
@@ -563,9 +563,9 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 	bob := dial(t, gwB.URL, as("bob"))
 	bob.join("rooms:lobby", "1")
 	carol.expectUserJoined("bob")
-	bob.send(`["1","2","rooms:lobby","new_msg",{"body":"hi from bob"}]`)
-	bob.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob"}]`)
-	carol.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob"}]`)
+	bob.send(`["1","2","rooms:lobby","new_msg",{"body":"hi from bob","user_id":"bob"}]`)
+	bob.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob","user_id":"bob"}]`)
+	carol.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob","user_id":"bob"}]`)
 
 	// A new socket of alice on gateway B gets the list at join.
 	aliceB2 := dial(t, gwB.URL, as("alice"))
@@ -573,19 +573,19 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 	carol.expectUserJoined("alice")
 	bob.expectUserJoined("alice")
 
-	carol.send(`["1","2","rooms:lobby","new_msg",{"body":"from carol"}]`)
+	carol.send(`["1","2","rooms:lobby","new_msg",{"body":"from carol","user_id":"carol"}]`)
 	for _, c := range []*client{aliceA, aliceB, aliceB2, bob, carol} {
 		// Every socket's next frame is carol's message: bob's join and message were skipped for alice.
-		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from carol"}]`)
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from carol","user_id":"carol"}]`)
 	}
 
 	// Unignore: bob reaches alice again, everywhere.
 	aliceB2.send(`["1","2","rooms:lobby","unignore",{"user_id":"bob"}]`)
 	aliceB2.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"ignored":[]},"status":"ok"}]`)
 	time.Sleep(100 * time.Millisecond) // the list travels to gateway A over NATS
-	bob.send(`["1","3","rooms:lobby","new_msg",{"body":"bob again"}]`)
+	bob.send(`["1","3","rooms:lobby","new_msg",{"body":"bob again","user_id":"bob"}]`)
 	for _, c := range []*client{aliceA, aliceB, aliceB2, carol, bob} {
-		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"bob again"}]`)
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"bob again","user_id":"bob"}]`)
 	}
 
 	// Anonymous sockets cannot ignore.
@@ -593,4 +593,31 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 	anon.join("rooms:lobby", "1")
 	anon.send(`["1","2","rooms:lobby","ignore",{"user_id":"bob"}]`)
 	anon.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"reason":"log in to ignore users"},"status":"error"}]`)
+}
+
+// Revoking a member who is joined removes them from the room at once.
+func TestRevokeRemovesJoinedMember(t *testing.T) {
+	s := startSystem(t, nil)
+	nc := natsConn(t, s)
+	grant(t, nc, "rooms:ops", "alice")
+	grant(t, nc, "rooms:ops", "carol")
+	alice := dial(t, s.URL(), url.Values{"token": {token(t, s, "alice")}})
+	carol := dial(t, s.URL(), url.Values{"token": {token(t, s, "carol")}})
+	alice.join("rooms:lobby", "1")
+	alice.join("rooms:ops", "2")
+	carol.join("rooms:ops", "1")
+
+	data, _ := json.Marshal(proto.MembershipRequest{Topic: "rooms:ops", UserID: "alice"})
+	if _, err := nc.Request(proto.SubjectMembersRevoke, data, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	alice.expectSkippingJoins(`["2","2","rooms:ops","phx_close",{}]`)
+	// She no longer gets the room's messages, and pushing there is unmatched.
+	carol.send(`["1","2","rooms:ops","new_msg",{"body":"after revoke"}]`)
+	carol.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"after revoke","user_id":"carol"}]`)
+	alice.send(`["2","3","rooms:ops","new_msg",{"body":"still here?"}]`)
+	alice.expectSkippingJoins(`[null,"3","rooms:ops","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
+	// The lobby is untouched.
+	alice.send(`["1","4","rooms:lobby","ping",{}]`)
+	alice.expectSkippingJoins(`["1","4","rooms:lobby","phx_reply",{"response":{},"status":"ok"}]`)
 }

@@ -25,7 +25,8 @@
     statusEl.className = "status " + (cls || "");
   }
 
-  function append(text, cls) {
+  // append adds a line: the time, who said it (if known), and the text.
+  function append(text, cls, from) {
     const p = document.createElement("p");
     if (cls) p.className = cls;
     const time = document.createElement("time");
@@ -33,6 +34,12 @@
     time.dateTime = now.toISOString();
     time.textContent = now.toLocaleTimeString();
     p.appendChild(time);
+    if (from) {
+      const who = document.createElement("b");
+      who.className = "from";
+      who.textContent = from;
+      p.appendChild(who);
+    }
     p.appendChild(document.createTextNode(text));
     messages.appendChild(p);
     messages.scrollTop = messages.scrollHeight;
@@ -68,7 +75,14 @@
     roomName.textContent = room;
     const ch = socket.channel(topic, {});
     channel = ch;
-    ch.on("new_msg", (payload) => append(payload.body));
+    ch.on("new_msg", (payload) => {
+      if (payload instanceof ArrayBuffer) {
+        append("(" + payload.byteLength + " bytes of binary data)", "notice");
+      } else {
+        append(payload.body, "", payload.user_id || "anonymous");
+      }
+    });
+    ch.on("user_joined", (payload) => append(payload.user_id + " joined", "notice"));
     ch.join()
       .receive("ok", () => append("joined " + topic + (name ? " as " + name : " anonymously"), "notice"))
       .receive("error", (resp) => {
@@ -88,6 +102,16 @@
     if (event.key !== "Enter" || !channel) return;
     const body = input.value;
     if (body.trim() === "") return;
+    // "/ignore NAME" and "/unignore NAME": the guide's ignore list.
+    const command = body.match(/^\/(ignore|unignore)\s+(\S.*)$/);
+    if (command) {
+      const [, event, who] = command;
+      channel.push(event, { user_id: who.trim() })
+        .receive("ok", (resp) => append("ignoring: " + (resp.ignored.join(", ") || "nobody"), "notice"))
+        .receive("error", (resp) => append(event + " failed: " + (resp && resp.reason), "notice"));
+      input.value = "";
+      return;
+    }
     channel.push("new_msg", { body })
       .receive("error", (resp) => append("not sent: " + (resp && resp.reason), "notice"))
       .receive("timeout", () => append("not sent: timeout", "notice"));

@@ -20,6 +20,7 @@ func RulesSettings() []svckit.Setting {
 		{Key: "rooms.public", Default: []string{}, Help: "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
 		{Key: "rooms.max_body_length", Default: rooms.DefaultMaxBodyLength, Help: "longest new_msg body in characters"},
 		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room"},
+		{Key: "rooms.include_sender", Default: true, Help: "add the sender's user_id to new_msg payloads of logged-in users"},
 	}
 }
 
@@ -40,6 +41,7 @@ func Rules(v *viper.Viper) (rooms.Rules, error) {
 		PublicTopics:  svckit.List(v, "rooms.public"),
 		MaxBodyLength: v.GetInt("rooms.max_body_length"),
 		AnnounceJoins: v.GetBool("rooms.announce_joins"),
+		IncludeSender: v.GetBool("rooms.include_sender"),
 	}, nil
 }
 

@@ -29,6 +29,10 @@ type Rules struct {
 	// AnnounceJoins broadcasts user_joined {user_id} to a room when a
 	// logged-in user joins it, as the channels guide does.
 	AnnounceJoins bool
+	// IncludeSender adds the sender's "user_id" to new_msg payloads from
+	// logged-in users ({"body": ..., "user_id": ...}), so pages can show
+	// who said what. The guide's payload is {"body"} alone.
+	IncludeSender bool
 }
 
 // IsPublic reports whether anyone may join topic.

@@ -168,9 +168,11 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 			if err != nil {
 				return proto.Error(err.Error())
 			}
-			b.Payload, _ = proto.Marshal(struct {
-				Body string `json:"body"`
-			}{body})
+			msg := newMsg{Body: body}
+			if s.opts.Rules.IncludeSender {
+				msg.UserID = req.UserID
+			}
+			b.Payload, _ = proto.Marshal(msg)
 		}
 		// Published before the reply, so the gateway's next push from this
 		// client (sent only after this reply) is broadcast after this one.
@@ -191,6 +193,26 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 	default:
 		return proto.Error(fmt.Sprintf("unknown event %q", req.Event))
 	}
+}
+
+// kick removes a user whose membership was revoked from the room on every
+// gateway now, not only at their next join. Public rooms stay open to them.
+func (s *Service) kick(topic, user string) error {
+	if s.opts.Rules.IsPublic(topic) {
+		return nil
+	}
+	subject, err := proto.KickSubject(user)
+	if err != nil {
+		return err
+	}
+	data, _ := proto.Marshal(proto.Kick{Topic: topic})
+	return s.opts.Conn.Publish(subject, data)
+}
+
+// newMsg is the new_msg broadcast payload.
+type newMsg struct {
+	Body   string `json:"body"`
+	UserID string `json:"user_id,omitempty"`
 }
 
 func (s *Service) broadcast(topic string, b proto.Broadcast) error {
@@ -254,7 +276,9 @@ func (s *Service) handleMembership(m *nats.Msg) {
 	case proto.SubjectMembersGrant:
 		err = s.opts.Store.Grant(ctx, req.Topic, req.UserID)
 	case proto.SubjectMembersRevoke:
-		err = s.opts.Store.Revoke(ctx, req.Topic, req.UserID)
+		if err = s.opts.Store.Revoke(ctx, req.Topic, req.UserID); err == nil {
+			err = s.kick(req.Topic, req.UserID)
+		}
 	case proto.SubjectMembersList:
 		if err = checkMember(req.Topic, "-"); err == nil {
 			rep.Members, err = s.opts.Store.Members(ctx, req.Topic)
