@@ -77,3 +77,20 @@ func TestDisconnectSubject(t *testing.T) {
 		t.Fatal("empty user accepted")
 	}
 }
+
+// FuzzDecodeBroadcast: whatever arrives on a room subject, decoding never
+// panics, and what it accepts is deliverable (a valid event, an object or bytes).
+func FuzzDecodeBroadcast(f *testing.F) {
+	for _, s := range []string{`{"event":"new_msg","payload":{"body":"hi"}}`, `{"event":"b","binary":"AQID"}`, `{"event":"phx_close","payload":{}}`, `[]`, `{"event":"x","payload":{"a":[1,{"b":null}]},"from":"u","exclude_from":true}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBroadcast(data)
+		if err != nil {
+			return
+		}
+		if b.Event == "" || len(b.Event) > MaxEventLength || (b.Binary == nil && !isJSONObject(b.Payload)) {
+			t.Fatalf("accepted an undeliverable broadcast: %+v", b)
+		}
+	})
+}
