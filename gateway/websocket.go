@@ -159,24 +159,23 @@ func (c *wsConn) sendClose(code int, text string) {
 func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
 // watchIdle closes the socket when nothing went in or out for IdleTimeout,
-// as Phoenix does (60 s by default); phoenix.js heartbeats every 30 s.
-func (c *wsConn) watchIdle(done <-chan struct{}) {
+// as Phoenix does (60 s by default); phoenix.js heartbeats every 30 s. It
+// is a timer, not a goroutine, so idle sockets cost no extra stack; stop
+// it with the returned function.
+func (c *wsConn) watchIdle() (stop func() bool) {
 	idle := c.g.opts.IdleTimeout
-	t := time.NewTimer(idle)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
+	var t *time.Timer
+	// Armed far away first, so the callback never sees t unset.
+	t = time.AfterFunc(time.Hour, func() {
+		since := time.Since(time.Unix(0, c.lastActive.Load()))
+		if since >= idle {
+			c.abort(CloseIdle, "idle timeout")
 			return
-		case <-t.C:
-			since := time.Since(time.Unix(0, c.lastActive.Load()))
-			if since >= idle {
-				c.abort(CloseIdle, "idle timeout")
-				return
-			}
-			t.Reset(idle - since)
 		}
-	}
+		t.Reset(idle - since)
+	})
+	t.Reset(idle)
+	return t.Stop
 }
 
 func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
@@ -228,10 +227,9 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.abort(CloseRestart, "server shutting down")
 	}
 	g.metrics.Connections.WithLabelValues("websocket").Inc()
-	done := make(chan struct{})
-	go c.watchIdle(done)
+	stopIdle := c.watchIdle()
 	c.readLoop()
-	close(done)
+	stopIdle()
 	c.sess.Close()
 	_ = ws.Close()
 	g.track(c, false)

@@ -621,3 +621,39 @@ func TestRevokeRemovesJoinedMember(t *testing.T) {
 	alice.send(`["1","4","rooms:lobby","ping",{}]`)
 	alice.expectSkippingJoins(`["1","4","rooms:lobby","phx_reply",{"response":{},"status":"ok"}]`)
 }
+
+// A socket with no traffic either way is closed after the idle timeout
+// (Phoenix: 60 s, close 1002); heartbeats or broadcasts keep it open.
+func TestIdleTimeout(t *testing.T) {
+	s := startSystem(t, func(c *Config) { c.Gateway.IdleTimeout = 400 * time.Millisecond })
+	silent := dial(t, s.URL(), nil)
+	beating := dial(t, s.URL(), nil)
+	start := time.Now()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				_ = beating.ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`[null,"%d","phoenix","heartbeat",{}]`, i)))
+			}
+		}
+	}()
+	if code := silent.closeCode(); code != websocket.CloseProtocolError {
+		t.Fatalf("silent socket: close %d, want 1002", code)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+	close(stop)
+	<-stopped
+	// The heartbeating socket is still served.
+	beating.send(`[null,"x","phoenix","heartbeat",{}]`)
+	for {
+		if got := beating.read(); got == `[null,"x","phoenix","phx_reply",{"response":{},"status":"ok"}]` {
+			break
+		}
+	}
+}
