@@ -100,21 +100,79 @@ func (c *wsConn) writeLoop() {
 			return
 		}
 		c.mu.Unlock()
-		_ = c.ws.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout))
-		for _, f := range batch {
-			typ := websocket.TextMessage
-			if f.Binary {
-				typ = websocket.BinaryMessage
-			}
-			if err := c.ws.WriteMessage(typ, f.Data); err != nil {
-				c.mu.Lock()
-				c.closing, c.queue, c.writing = true, nil, false
-				c.mu.Unlock()
-				_ = c.ws.Close()
-				return
-			}
+		if err := c.writeBatch(batch); err != nil {
+			c.mu.Lock()
+			c.closing, c.queue, c.writing = true, nil, false
+			c.mu.Unlock()
+			_ = c.ws.Close()
+			return
 		}
 		c.touch()
+	}
+}
+
+// maxWrite bounds one write: a batch larger than this goes out in several
+// writes, each holding whole frames.
+const maxWrite = 256 << 10
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// writeBatch frames every queued message and writes them with as few
+// syscalls as possible (one for a typical batch) instead of one per frame,
+// which is what lets a broadcast reach thousands of sockets quickly.
+//
+// It writes to the connection under gorilla, which is safe because each
+// Write holds whole frames: the only other writer, gorilla's own control
+// frames (pong, close reply), is one Write too, and the net.Conn keeps
+// concurrent Writes from interleaving. The server never masks frames and
+// the gateway does not negotiate compression, so the framing is RFC 6455's
+// plain header.
+func (c *wsConn) writeBatch(batch []fanout.Frame) error {
+	conn := c.ws.NetConn()
+	if err := conn.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout)); err != nil {
+		return err
+	}
+	bp := writeBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= maxWrite*2 {
+			*bp = buf[:0]
+			writeBufs.Put(bp)
+		}
+	}()
+	for i, f := range batch {
+		op := byte(websocket.TextMessage)
+		if f.Binary {
+			op = websocket.BinaryMessage
+		}
+		buf = appendFrameHeader(buf, op, len(f.Data))
+		buf = append(buf, f.Data...)
+		batch[i] = fanout.Frame{} // shared bytes: let them go once written
+		if len(buf) >= maxWrite {
+			if _, err := conn.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	if len(buf) > 0 {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendFrameHeader appends an unmasked, final WebSocket frame header.
+func appendFrameHeader(dst []byte, opcode byte, n int) []byte {
+	dst = append(dst, 0x80|opcode)
+	switch {
+	case n <= 125:
+		return append(dst, byte(n))
+	case n <= 0xFFFF:
+		return append(dst, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
 }
 

@@ -657,3 +657,18 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+// Frames of every length class (7-bit, 16-bit, 64-bit) reach clients intact.
+func TestLargeBroadcasts(t *testing.T) {
+	s := startSystem(t, nil)
+	c := dial(t, s.URL(), nil)
+	c.join("rooms:lobby", "1")
+	nc := natsConn(t, s)
+	for _, n := range []int{10, 200, 70000, 300000} {
+		body := strings.Repeat("z", n)
+		if err := proto.Publish(context.Background(), nc, "rooms:lobby", "new_msg", map[string]string{"body": body}); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"` + body + `"}]`)
+	}
+}
