@@ -1,0 +1,583 @@
+package system
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/authsvc/auth"
+	"github.com/phxnats/phxnats/authsvc/phxtoken"
+	"github.com/phxnats/phxnats/gateway"
+	"github.com/phxnats/phxnats/proto"
+	"github.com/phxnats/phxnats/roomsvc/rooms"
+)
+
+// The NATS configuration shipped in deployments/nats.
+var (
+	natsConfDir     = filepath.Join(repoRoot, "deployments", "nats")
+	natsConf        = filepath.Join(natsConfDir, "nats.conf")
+	natsClusterConf = filepath.Join(natsConfDir, "cluster.conf")
+)
+
+// natsRoles are the users of deployments/nats/permissions.conf; each one's
+// password is read from <ROLE>_NATS_PASSWORD.
+var natsRoles = []string{"gateway", "roomsvc", "authsvc", "publisher", "operator"}
+
+func passwordEnv(role string) string { return strings.ToUpper(role) + "_NATS_PASSWORD" }
+
+// setNATSPasswords puts a fresh random password for every role into the
+// environment, where the config file reads them, and returns them.
+func setNATSPasswords(t *testing.T) map[string]string {
+	t.Helper()
+	pw := make(map[string]string, len(natsRoles))
+	for _, role := range natsRoles {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		pw[role] = "pw" + hex.EncodeToString(b)
+		t.Setenv(passwordEnv(role), pw[role])
+	}
+	return pw
+}
+
+// startPermissionedNATS runs deployments/nats/nats.conf, users and
+// permissions as shipped, on a random local port with a temporary JetStream
+// store.
+func startPermissionedNATS(t *testing.T) *server.Server {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(natsConf)
+	if err != nil {
+		t.Fatalf("%s: %v", natsConf, err)
+	}
+	opts.Host, opts.Port = "127.0.0.1", -1
+	opts.HTTPHost, opts.HTTPPort = "", 0 // no monitoring port in tests
+	opts.StoreDir = t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	if !opts.JetStream {
+		t.Fatalf("%s does not enable JetStream", natsConf)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// asyncErrors records what the server reported asynchronously to one
+// connection: permission violations arrive as -ERR and reach the
+// connection's error handler, the publish or subscription itself being
+// silently dropped.
+type asyncErrors struct {
+	mu   sync.Mutex
+	errs []error
+	more chan struct{}
+}
+
+func (a *asyncErrors) add(err error) {
+	a.mu.Lock()
+	a.errs = append(a.errs, err)
+	a.mu.Unlock()
+	select {
+	case a.more <- struct{}{}:
+	default:
+	}
+}
+
+func (a *asyncErrors) all() []error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.errs)
+}
+
+// violation waits for a permissions violation whose text holds want, e.g.
+// `Publish to "phx.auth.sign"`.
+func (a *asyncErrors) violation(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		for _, err := range a.all() {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Permissions Violation for "+want) {
+				return
+			}
+		}
+		select {
+		case <-a.more:
+		case <-deadline:
+			t.Fatalf("no permissions violation for %s; errors seen: %v", want, a.all())
+		}
+	}
+}
+
+// none checks that the connection got no asynchronous error at all.
+func (a *asyncErrors) none(t *testing.T, who string) {
+	t.Helper()
+	if errs := a.all(); len(errs) > 0 {
+		t.Errorf("%s got NATS errors (its permissions are too narrow?): %v", who, errs)
+	}
+}
+
+// connectAs connects to s as one of the roles of permissions.conf.
+func connectAs(t *testing.T, s *server.Server, role, password string) (*nats.Conn, *asyncErrors) {
+	t.Helper()
+	rec := &asyncErrors{more: make(chan struct{}, 1)}
+	nc, err := nats.Connect(s.ClientURL(),
+		nats.Name(role), nats.UserInfo(role, password),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rec.add(err) }))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, rec
+}
+
+func TestPermissionConfigsParse(t *testing.T) {
+	setNATSPasswords(t)
+	t.Setenv("NATS_SERVER_NAME", "nats-1")
+	for _, file := range []string{natsConf, natsClusterConf} {
+		opts, err := server.ProcessConfigFile(file)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var users []string
+		for _, u := range opts.Users {
+			users = append(users, u.Username)
+			if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil {
+				t.Errorf("%s: user %s has no publish and subscribe permissions: %+v", file, u.Username, u.Permissions)
+			}
+			if u.Password == "" || u.Password != os.Getenv(passwordEnv(u.Username)) {
+				t.Errorf("%s: user %s's password is not $%s", file, u.Username, passwordEnv(u.Username))
+			}
+		}
+		slices.Sort(users)
+		want := slices.Sorted(slices.Values(natsRoles))
+		if !slices.Equal(users, want) {
+			t.Errorf("%s: users %v, want %v", file, users, want)
+		}
+		if !opts.JetStream {
+			t.Errorf("%s: JetStream is off", file)
+		}
+	}
+	opts, _ := server.ProcessConfigFile(natsClusterConf)
+	if opts.ServerName != "nats-1" || opts.Cluster.Name != "phxnats" || len(opts.Routes) != 3 {
+		t.Errorf("cluster.conf: server %q cluster %q routes %v", opts.ServerName, opts.Cluster.Name, opts.Routes)
+	}
+
+	// A password missing from the environment stops the server from starting.
+	os.Unsetenv(passwordEnv("publisher"))
+	if _, err := server.ProcessConfigFile(natsConf); err == nil || !strings.Contains(err.Error(), "PUBLISHER_NATS_PASSWORD") {
+		t.Errorf("config without $PUBLISHER_NATS_PASSWORD: err = %v, want an error naming it", err)
+	}
+}
+
+// The Kubernetes values for the NATS Helm chart carry their own copy of
+// permissions.conf: the same users and permissions, except that the
+// production gateway (dev_login off) may not ask phx.auth.sign.
+func TestPermissionsKubernetesValuesMatch(t *testing.T) {
+	setNATSPasswords(t)
+	values := filepath.Join(repoRoot, "deployments", "kubernetes", "values-nats.yaml")
+	b, err := os.ReadFile(values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The literal block under "permissions.conf: |", without its indent.
+	const key = "permissions.conf: |"
+	var block []string
+	indent := ""
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case !in && strings.TrimSpace(line) == key:
+			in = true
+		case in && strings.TrimSpace(line) == "":
+			block = append(block, "")
+		case in && indent == "":
+			indent = line[:len(line)-len(strings.TrimLeft(line, " "))]
+			fallthrough
+		case in:
+			if !strings.HasPrefix(line, indent) {
+				in = false
+				continue
+			}
+			block = append(block, strings.TrimPrefix(line, indent))
+		}
+	}
+	if len(block) == 0 {
+		t.Fatalf("%s: no %q block", values, key)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "permissions.conf"), []byte(strings.Join(block, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte("include ./permissions.conf\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k8s, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("%s, permissions.conf: %v", values, err)
+	}
+	shipped, err := server.ProcessConfigFile(natsConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := func(users []*server.User) map[string]*server.User {
+		m := make(map[string]*server.User)
+		for _, u := range users {
+			m[u.Username] = u
+		}
+		return m
+	}
+	want, got := byName(shipped.Users), byName(k8s.Users)
+	gw := want["gateway"].Permissions.Publish
+	if !slices.Contains(gw.Allow, proto.SubjectAuthSign) {
+		t.Fatalf("the shipped gateway user may not publish %s any more: update this test", proto.SubjectAuthSign)
+	}
+	gw.Allow = slices.DeleteFunc(slices.Clone(gw.Allow), func(s string) bool { return s == proto.SubjectAuthSign })
+	if len(got) != len(want) {
+		t.Fatalf("users %v, want those of %s", slices.Sorted(maps.Keys(got)), natsConf)
+	}
+	for name, w := range want {
+		g := got[name]
+		if g == nil {
+			t.Errorf("user %s missing from %s", name, values)
+			continue
+		}
+		if !reflect.DeepEqual(g.Permissions, w.Permissions) || g.Password != w.Password {
+			t.Errorf("user %s differs from permissions.conf:\n got  %s\n want %s", name, permString(g.Permissions), permString(w.Permissions))
+		}
+	}
+}
+
+func permString(p *server.Permissions) string {
+	if p == nil {
+		return "<nil>"
+	}
+	s := func(sp *server.SubjectPermission) string {
+		if sp == nil {
+			return "-"
+		}
+		return fmt.Sprintf("allow %v deny %v", sp.Allow, sp.Deny)
+	}
+	return fmt.Sprintf("pub {%s} sub {%s} responses %v", s(p.Publish), s(p.Subscribe), p.Response != nil)
+}
+
+// TestPermissionsLeastPrivilege runs the real services, each with its own
+// user of deployments/nats/permissions.conf, and checks that the chat works
+// end to end while every role is refused what it does not need.
+func TestPermissionsLeastPrivilege(t *testing.T) {
+	pw := setNATSPasswords(t)
+	ns := startPermissionedNATS(t)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Unknown users and wrong passwords are refused.
+	if nc, err := nats.Connect(ns.ClientURL()); err == nil {
+		nc.Close()
+		t.Fatal("connected without a user")
+	}
+	if nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("gateway", pw["operator"])); err == nil {
+		nc.Close()
+		t.Fatal("connected as gateway with the operator's password")
+	}
+
+	// authsvc
+	anc, aerr := connectAs(t, ns, "authsvc", pw["authsvc"])
+	signer, err := phxtoken.New(phxtoken.Options{SecretKeyBases: []string{strings.Repeat("s", 64)}, Salt: "user socket", MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authSvc, err := auth.Start(auth.Options{Conn: anc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(authSvc.Drain)
+
+	// roomsvc: creates its KV buckets through the JetStream API it may use.
+	rnc, rerr := connectAs(t, ns, "roomsvc", pw["roomsvc"])
+	js, err := jetstream.New(rnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := rooms.OpenStore(ctx, js, rooms.StoreOptions{})
+	if err != nil {
+		t.Fatalf("roomsvc cannot open its KV buckets: %v (errors: %v)", err, rerr.all())
+	}
+	if err := store.Ping(ctx); err != nil { // its readiness probe
+		t.Fatal(err)
+	}
+	roomSvc, err := rooms.Start(rooms.Options{Conn: rnc, Store: store, Logger: quiet,
+		Rules: rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(roomSvc.Drain)
+
+	// gateway, with the development login (it asks authsvc on phx.auth.sign).
+	gnc, gerr := connectAs(t, ns, "gateway", pw["gateway"])
+	gw, err := gateway.New(gateway.Options{Conn: gnc, Name: "gw-perm", AllowAnonymous: true, DevLogin: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+		srv.Close()
+	})
+
+	onc, oerr := connectAs(t, ns, "operator", pw["operator"])
+	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"])
+
+	// --- The whole chat works with these users. ---
+
+	alice := dial(t, srv.URL, url.Values{"token": {devToken(t, srv.URL, "alice")}})
+	anon := dial(t, srv.URL, nil)
+	alice.join("rooms:lobby", "1")
+	anon.join("rooms:lobby", "1")
+	alice.send(`["1","2","rooms:lobby","new_msg",{"body":"hello"}]`)
+	alice.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"hello"}]`)
+	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"hello"}]`)
+
+	// A private room: refused, granted by the operator, then joined.
+	alice.send(`["3","3","rooms:ops","phx_join",{}]`)
+	alice.expectSkippingJoins(`["3","3","rooms:ops","phx_reply",{"response":{"reason":"unauthorized"},"status":"error"}]`)
+	grant(t, onc, "rooms:ops", "alice")
+	if got := members(t, onc, "rooms:ops"); !slices.Equal(got, []string{"alice"}) {
+		t.Fatalf("rooms:ops members = %v, want [alice]", got)
+	}
+	alice.send(`["4","4","rooms:ops","phx_join",{}]`)
+	alice.expectSkippingJoins(`["4","4","rooms:ops","phx_reply",{"response":{},"status":"ok"}]`)
+	alice.send(`["4","5","rooms:ops","new_msg",{"body":"ops only"}]`)
+	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only"}]`)
+
+	// Ignore lists: KV compare-and-set and phx.user.<id>.ignores.
+	alice.send(`["1","6","rooms:lobby","ignore",{"user_id":"bob"}]`)
+	alice.expectSkippingJoins(`["1","6","rooms:lobby","phx_reply",{"response":{"ignored":["bob"]},"status":"ok"}]`)
+
+	// The operator signs a token, kicks and disconnects.
+	var signed proto.SignReply
+	requestJSON(t, onc, proto.SubjectAuthSign, proto.SignRequest{UserID: "bob"}, &signed)
+	if signed.Token == "" {
+		t.Fatalf("operator could not sign a token: %+v", signed)
+	}
+	bob := dial(t, srv.URL, url.Values{"token": {signed.Token}})
+	bob.join("rooms:lobby", "1")
+	kick, _ := proto.KickSubject("alice")
+	publishJSON(t, onc, kick, proto.Kick{Topic: "rooms:ops"})
+	for {
+		if f := alice.read(); strings.Contains(f, `"rooms:ops","phx_close"`) {
+			break
+		}
+	}
+	bye, _ := proto.DisconnectSubject("bob")
+	publishJSON(t, onc, bye, struct{}{})
+	if code := bob.closeCode(); code != websocket.CloseGoingAway {
+		t.Fatalf("bob's socket closed with %d, want 1001 (disconnect)", code)
+	}
+
+	// The publisher posts into a room; sockets receive it.
+	if err := proto.Publish(ctx, pnc, "rooms:lobby", "new_msg", map[string]string{"body": "deploy finished"}); err != nil {
+		t.Fatal(err)
+	}
+	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"deploy finished"}]`)
+
+	// None of the services was refused anything on the way.
+	aerr.none(t, "authsvc")
+	rerr.none(t, "roomsvc")
+	gerr.none(t, "gateway")
+	oerr.none(t, "operator")
+	perr.none(t, "publisher")
+
+	// --- Everything else is refused. ---
+	// Each attempt uses a connection of its own, as the same user, so that
+	// the services' connections above stay free of errors to the end.
+
+	// The gateway cannot grant memberships: its request never reaches roomsvc.
+	gwProbe, gwProbeErr := connectAs(t, ns, "gateway", pw["gateway"])
+	data, _ := json.Marshal(proto.MembershipRequest{Topic: "rooms:ops", UserID: "mallory"})
+	if m, err := gwProbe.Request(proto.SubjectMembersGrant, data, 500*time.Millisecond); err == nil {
+		t.Fatalf("gateway user's grant was answered: %s", m.Data)
+	}
+	gwProbeErr.violation(t, `Publish to "phx.rooms.members.grant"`)
+	if got := members(t, onc, "rooms:ops"); slices.Contains(got, "mallory") {
+		t.Fatalf("the gateway user granted mallory: members %v", got)
+	}
+
+	// The publisher's own request fails too: it may not even subscribe to
+	// an inbox for the reply.
+	pubProbe, pubProbeErr := connectAs(t, ns, "publisher", pw["publisher"])
+	if _, err := pubProbe.Request(proto.SubjectAuthSign, []byte(`{"user_id":"mallory"}`), 500*time.Millisecond); err == nil {
+		t.Fatal("the publisher got a token")
+	}
+	pubProbeErr.violation(t, `Subscription to "_INBOX.`)
+	pubProbeErr.violation(t, `Publish to "phx.auth.sign"`)
+
+	type attempt struct {
+		role    string
+		sub     bool // subscribe, else publish
+		subject string
+	}
+	denied := []attempt{
+		{"gateway", false, "phx.room.rooms:lobby"}, // cannot forge broadcasts
+		{"gateway", false, "phx.rooms.members.revoke"},
+		{"gateway", false, "phx.user.alice.disconnect"},
+		{"gateway", true, "phx.rooms.members.grant"}, // nor serve memberships
+		{"gateway", true, "phx.auth.verify"},
+
+		{"publisher", false, "phx.rooms.members.grant"},
+		{"publisher", false, "phx.auth.sign"},
+		{"publisher", false, "phx.user.alice.disconnect"},
+		{"publisher", false, "phx.svc.rooms.push"},
+		{"publisher", true, "phx.room.>"},
+		{"publisher", true, "phx.room.rooms:lobby"},
+
+		{"roomsvc", false, "phx.auth.sign"},
+		{"roomsvc", false, "phx.user.alice.disconnect"},
+		{"roomsvc", false, "$JS.API.STREAM.CREATE.OTHER"}, // only its own buckets
+		{"roomsvc", false, "$KV.other.key"},
+		{"roomsvc", true, "phx.auth.verify"},
+
+		{"authsvc", false, "phx.room.rooms:lobby"},
+		{"authsvc", false, "phx.rooms.members.grant"},
+		{"authsvc", false, "_INBOX.anything"}, // replies only to requests it received
+		{"authsvc", true, "phx.room.>"},
+
+		{"operator", false, "phx.svc.rooms.join"}, // cannot pose as a gateway
+		{"operator", false, "phx.auth.verify"},
+		{"operator", true, "phx.room.>"},
+	}
+	leaked := make(chan string, len(denied))
+	for _, a := range denied {
+		kind, verb := "pub", `Publish to %q`
+		if a.sub {
+			kind, verb = "sub", `Subscription to %q`
+		}
+		t.Run(a.role+"_"+kind+"_"+a.subject, func(t *testing.T) {
+			nc, rec := connectAs(t, ns, a.role, pw[a.role])
+			if a.sub {
+				if _, err := nc.Subscribe(a.subject, func(m *nats.Msg) { leaked <- a.role + " received " + m.Subject }); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := nc.Publish(a.subject, []byte(`{"event":"new_msg","payload":{"body":"forged"},"topic":"rooms:ops","user_id":"mallory"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			rec.violation(t, fmt.Sprintf(verb, a.subject))
+			if a.sub {
+				// The subscription is dead: a message published now is not delivered.
+				if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "probe"}); err != nil {
+					t.Fatal(err)
+				}
+				anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"probe"}]`)
+			}
+		})
+	}
+
+	// Nothing denied got through: the next broadcast the lobby sees is this
+	// one (a forged one would have arrived first), and no refused
+	// subscription received anything.
+	if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "sentinel"}); err != nil {
+		t.Fatal(err)
+	}
+	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"sentinel"}]`)
+	select {
+	case l := <-leaked:
+		t.Fatalf("a refused subscription got a message: %s", l)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if got := members(t, onc, "rooms:ops"); !slices.Equal(got, []string{"alice"}) {
+		t.Fatalf("rooms:ops members = %v after the refused attempts, want [alice]", got)
+	}
+
+	// The services still work, and were never refused anything.
+	anon.send(`["1","7","rooms:lobby","new_msg",{"body":"still fine"}]`)
+	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"still fine"}]`)
+	aerr.none(t, "authsvc")
+	rerr.none(t, "roomsvc")
+	gerr.none(t, "gateway")
+	oerr.none(t, "operator")
+}
+
+// devToken signs a token through the gateway's development login.
+func devToken(t *testing.T, base, user string) string {
+	t.Helper()
+	res, err := http.Get(base + "/token?user_id=" + url.QueryEscape(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body struct{ Token, Error string }
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil || res.StatusCode != 200 || body.Token == "" {
+		t.Fatalf("dev login for %s: HTTP %d %v %s", user, res.StatusCode, err, body.Error)
+	}
+	return body.Token
+}
+
+// members lists a room's members through roomsvc's NATS API.
+func members(t *testing.T, nc *nats.Conn, topic string) []string {
+	t.Helper()
+	var rep proto.MembershipReply
+	requestJSON(t, nc, proto.SubjectMembersList, proto.MembershipRequest{Topic: topic}, &rep)
+	if rep.Error != "" {
+		t.Fatalf("members of %s: %s", topic, rep.Error)
+	}
+	return rep.Members
+}
+
+func requestJSON(t *testing.T, nc *nats.Conn, subject string, req, rep any) {
+	t.Helper()
+	data, _ := json.Marshal(req)
+	m, err := nc.Request(subject, data, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	if err := json.Unmarshal(m.Data, rep); err != nil {
+		t.Fatalf("reply on %s: %v: %s", subject, err, m.Data)
+	}
+}
+
+func publishJSON(t *testing.T, nc *nats.Conn, subject string, v any) {
+	t.Helper()
+	data, _ := json.Marshal(v)
+	if err := nc.Publish(subject, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
