@@ -86,10 +86,14 @@ func (c *wsConn) Deliver(f fanout.Frame) {
 }
 
 func (c *wsConn) writeLoop() {
+	// The writer swaps two slices with Deliver, so a busy socket appends
+	// broadcasts without allocating; small ones are kept for the next burst.
+	var spare []fanout.Frame
 	for {
 		c.mu.Lock()
 		batch := c.queue
-		c.queue = nil
+		c.queue = spare
+		spare = nil
 		if len(batch) == 0 {
 			c.writing = false
 			code, text := c.closeCode, c.closeText
@@ -106,6 +110,9 @@ func (c *wsConn) writeLoop() {
 			c.mu.Unlock()
 			_ = c.ws.Close()
 			return
+		}
+		if cap(batch) <= 16 {
+			spare = batch[:0]
 		}
 		c.touch()
 	}
