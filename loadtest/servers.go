@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	rpprof "runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/phxnats/phxnats/allinone/system"
+	"github.com/phxnats/phxnats/loadtest/baseline"
+)
+
+func baselineMain(args []string) int {
+	fs := flag.NewFlagSet("baseline-server", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:4700", "listen address (port 0 picks one; printed as LISTEN <addr> on stdout)")
+	queue := fs.Int("queue", 1024, "frames buffered per socket before it is closed as a slow consumer")
+	life := fs.Duration("max-lifetime", 2*time.Hour, "stop by itself after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := loopbackOnly(*addr); err != nil {
+		fmt.Fprintln(os.Stderr, "baseline-server:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *life)
+	defer cancel()
+	err := baseline.Serve(ctx, baseline.Options{Addr: *addr, QueueLen: *queue}, func(s *baseline.Server) {
+		fmt.Printf("LISTEN %s\n", s.Addr())
+		fmt.Fprintf(os.Stderr, "baseline-server: %s (pid %d)\n", s.URL(), os.Getpid())
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baseline-server:", err)
+		return 1
+	}
+	return 0
+}
+
+func loopbackOnly(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("listen on a loopback address only, got %q", host)
+	}
+	return nil
+}
+
+// serveMain runs the same system as the allinone binary (system.Start with
+// the allinone defaults), plus a pprof endpoint and an optional CPU
+// profile, so the gateway can be profiled under load.
+func serveMain(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	httpAddr := fs.String("http-addr", "127.0.0.1:4000", "gateway address (port 0 picks one; printed as LISTEN <addr> on stdout)")
+	dataDir := fs.String("data-dir", "", "JetStream data and secret (default: a temporary folder, removed at exit)")
+	public := fs.String("rooms-public", "rooms:bench*", "public topics, comma-separated")
+	rateLimit := fs.Float64("gateway-rate-limit", -1, "frames/s per socket (-1: none)")
+	sendQueue := fs.Int("gateway-send-queue", 1024, "frames queued per socket")
+	idle := fs.Duration("gateway-idle-timeout", 60*time.Second, "idle timeout")
+	secret := fs.String("secret", "", "secret_key_base (default: generated in data-dir)")
+	announce := fs.Bool("rooms-announce-joins", false, "broadcast user_joined when a logged-in user joins (allinone's default is true)")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof here, e.g. 127.0.0.1:6060")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	life := fs.Duration("max-lifetime", 2*time.Hour, "stop by itself after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := loopbackOnly(*httpAddr); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 2
+	}
+	if *dataDir == "" {
+		d, err := os.MkdirTemp("", "loadtest-serve-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			return 1
+		}
+		defer os.RemoveAll(d)
+		*dataDir = d
+	}
+	cfg := system.Defaults()
+	cfg.HTTPAddr = *httpAddr
+	cfg.NATSPort = -1
+	cfg.DataDir = *dataDir
+	if *secret != "" {
+		cfg.SecretKeyBases = []string{*secret}
+	}
+	cfg.Gateway.RateLimit = *rateLimit
+	cfg.Gateway.SendQueueLen = *sendQueue
+	cfg.Gateway.IdleTimeout = *idle
+	cfg.Rooms.AnnounceJoins = *announce
+	for _, p := range strings.Split(*public, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.Rooms.PublicTopics = append(cfg.Rooms.PublicTopics, p)
+		}
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			return 1
+		}
+		if err := rpprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			return 1
+		}
+		defer func() { rpprof.StopCPUProfile(); f.Close() }()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *life)
+	defer cancel()
+	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
+	sys, err := system.Start(startCtx, cfg)
+	cancelStart()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 1
+	}
+	if *pprofAddr != "" {
+		if err := loopbackOnly(*pprofAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "serve: --pprof:", err)
+			return 2
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := &http.Server{Addr: *pprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.ListenAndServe() }()
+		defer srv.Close()
+	}
+	addr := strings.TrimPrefix(sys.URL(), "http://")
+	fmt.Printf("LISTEN %s\n", addr)
+	fmt.Fprintf(os.Stderr, "serve: ws://%s/socket/websocket (pid %d, nats %s, data %s)\n", addr, os.Getpid(), sys.NATSURL(), *dataDir)
+	<-ctx.Done()
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancelDrain()
+	if err := sys.Shutdown(drainCtx); err != nil {
+		fmt.Fprintln(os.Stderr, "serve: shutdown:", err)
+	}
+	return 0
+}
