@@ -45,6 +45,9 @@ type wsConn struct {
 	sess *session.Session
 
 	lastActive atomic.Int64 // unix nanos of the last frame in or out
+	// writeDeadline is the write deadline last set; only the writer
+	// goroutine touches it.
+	writeDeadline time.Time
 
 	mu      sync.Mutex
 	queue   []fanout.Frame
@@ -136,8 +139,15 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return
 // plain header.
 func (c *wsConn) writeBatch(batch []fanout.Frame) error {
 	conn := c.ws.NetConn()
-	if err := conn.SetWriteDeadline(time.Now().Add(c.g.opts.WriteTimeout)); err != nil {
-		return err
+	// Moving the deadline costs a timer update per call; under load only
+	// refresh it once half of WriteTimeout is used up. (gorilla moves it too
+	// when it answers a client's ping; phoenix.js and browsers send none.)
+	now := time.Now()
+	if c.writeDeadline.Sub(now) < c.g.opts.WriteTimeout/2 {
+		c.writeDeadline = now.Add(c.g.opts.WriteTimeout)
+		if err := conn.SetWriteDeadline(c.writeDeadline); err != nil {
+			return err
+		}
 	}
 	bp := writeBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
