@@ -342,7 +342,21 @@ func (c *wsConn) readLoop() {
 			c.abort(CloseMalformed, "malformed frame")
 			continue
 		}
-		c.sess.HandleMessage(m)
+		if m.Topic == "phoenix" {
+			c.sess.HandleMessage(m) // heartbeats: answered inline, no service asked
+			continue
+		}
+		// Joins and pushes wait on NATS through deep call chains (JSON,
+		// requests). Running them on a goroutine of their own, while the
+		// reader waits so the socket's order is kept, leaves the reader's
+		// stack small for the long idle hours that follow: a few KiB per
+		// socket.
+		done := make(chan struct{})
+		go func() {
+			c.sess.HandleMessage(m)
+			close(done)
+		}()
+		<-done
 	}
 }
 
