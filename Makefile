@@ -2,14 +2,14 @@
 # http://localhost:4000; `make test` runs every test. Both install what they
 # need (Go modules, npm packages) on a fresh machine.
 
-MODULES := proto svckit authsvc roomsvc gateway allinone chatctl loadtest
+MODULES := proto svckit authsvc roomsvc gateway allinone chatctl loadtest faults
 GO      ?= go
 NPM     ?= npm
 BIN     := bin
 # Extra flags for go test, e.g. make test GOTESTFLAGS=-v
 GOTESTFLAGS ?=
 
-.PHONY: all run test build lint fmt assets e2e-deps browser-deps fuzz bench clean
+.PHONY: all run test build lint fmt assets e2e-deps browser-deps fuzz bench clean cluster faults
 
 all: build
 
@@ -75,6 +75,14 @@ fuzz:
 			done; \
 		done); \
 	done
+
+## cluster: the split deployment as real processes: 3 NATS nodes (JetStream), gateways on :4001 and :4002, 2 roomsvc, 2 authsvc; Ctrl-C stops them
+cluster: build assets
+	bash deployments/local/cluster.sh
+
+## faults: the fault tests alone, verbose (kill a NATS node, kill a roomsvc, drain a gateway under phoenix.js, restart the one-process chat)
+faults: e2e-deps
+	cd faults && $(GO) test -count=1 -v -timeout 5m $(GOTESTFLAGS) ./...
 
 ## bench: Go benchmarks of the hot paths, then a quick load suite (a few minutes) against a fresh allinone and the baseline server
 bench:
