@@ -128,12 +128,14 @@ func (s *Service) join(req proto.JoinRequest) proto.Reply {
 		return rep
 	}
 	// The socket filters broadcasts from the users its user ignores.
-	ignored, err := s.opts.Store.Ignored(ctx, req.UserID)
-	if err != nil {
-		s.opts.Logger.Error("ignore list lookup failed", "user", req.UserID, "err", err)
-		return proto.Error("ignore store unavailable")
+	// The ignore list is a filter, not a permission: if the store cannot
+	// answer (a KV leader election), admit the user and leave the socket's
+	// current list as it is rather than refuse even the lobby.
+	if ignored, err := s.opts.Store.Ignored(ctx, req.UserID); err != nil {
+		s.opts.Logger.Warn("ignore list lookup failed; joining without it", "user", req.UserID, "err", err)
+	} else {
+		rep.Ignore = &proto.IgnoreUpdate{Ignored: ignored}
 	}
-	rep.Ignore = &proto.IgnoreUpdate{Ignored: ignored}
 	if s.opts.Rules.AnnounceJoins {
 		// The guide's user_joined, to everyone in the room but the user.
 		payload, _ := proto.Marshal(map[string]string{"user_id": req.UserID})

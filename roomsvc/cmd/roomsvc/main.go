@@ -50,13 +50,15 @@ func start(ctx context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger)
 	// for a while rather than crash-loop.
 	var store *rooms.Store
 	for attempt := 1; ; attempt++ {
-		openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Short attempts: on a fresh cluster a stalled attempt succeeds at
+		// once when retried, while a long one only waits out its timeout.
+		openCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		store, err = rooms.OpenStore(openCtx, js, storeOpts)
 		cancel()
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil || attempt == 30 {
+		if ctx.Err() != nil || attempt == 60 {
 			return nil, nil, errors.Join(errors.New("membership store"), err)
 		}
 		log.Warn("membership store not reachable yet, retrying", "attempt", attempt, "err", err)
