@@ -14,7 +14,8 @@ import (
 // default compares it with the endpoint's host). Each rule is written as in
 // Phoenix: "https://example.com" (scheme, host and the scheme's port),
 // "//example.com" (any scheme and port), "//*.example.com" (the domain and
-// its subdomains), "http://localhost:4000"; "*" allows any origin.
+// its subdomains), "http://localhost:4000"; "*" (or "false", as Phoenix's
+// check_origin: false) allows any origin.
 // Requests without an Origin header (non-browser clients) always pass.
 type originChecker struct {
 	any   bool
@@ -29,7 +30,7 @@ type originRule struct {
 func newOriginChecker(list []string) (originChecker, error) {
 	var c originChecker
 	for _, entry := range list {
-		if entry == "*" {
+		if entry == "*" || entry == "false" { // Phoenix: check_origin: false
 			c.any = true
 			continue
 		}

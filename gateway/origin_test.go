@@ -18,6 +18,7 @@ func TestOriginChecker(t *testing.T) {
 		{nil, "http://evil.example", "localhost:4000", false},
 		{nil, "null", "localhost:4000", false},
 		{[]string{"*"}, "http://evil.example", "localhost:4000", true},
+		{[]string{"false"}, "http://evil.example", "localhost:4000", true},
 		{[]string{"https://example.com"}, "https://example.com", "x", true},
 		{[]string{"https://example.com"}, "https://example.com:443", "x", true},
 		{[]string{"https://example.com"}, "http://example.com", "x", false},
