@@ -626,9 +626,9 @@ func TestRevokeRemovesJoinedMember(t *testing.T) {
 // (Phoenix: 60 s, close 1002); heartbeats or broadcasts keep it open.
 func TestIdleTimeout(t *testing.T) {
 	s := startSystem(t, func(c *Config) { c.Gateway.IdleTimeout = 400 * time.Millisecond })
+	start := time.Now() // before the dial: the server's idle clock starts at the upgrade
 	silent := dial(t, s.URL(), nil)
 	beating := dial(t, s.URL(), nil)
-	start := time.Now()
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
