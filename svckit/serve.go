@@ -33,14 +33,45 @@ type Ops struct {
 	Ready []Probe
 	// Registry collects the metrics; nil gets a fresh one.
 	Registry *prometheus.Registry
+
+	requests *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+}
+
+// Instrument wraps a NATS request handler to count and time what it
+// serves: phx_service_requests_total and phx_service_request_seconds, by
+// subject. Pass it as the services' Options.Wrap before calling Handler.
+func (o *Ops) Instrument(subject string, h nats.MsgHandler) nats.MsgHandler {
+	o.init()
+	count := o.requests.WithLabelValues(subject)
+	timing := o.seconds.WithLabelValues(subject)
+	return func(m *nats.Msg) {
+		start := time.Now()
+		h(m)
+		timing.Observe(time.Since(start).Seconds())
+		count.Inc()
+	}
+}
+
+func (o *Ops) init() {
+	if o.requests != nil {
+		return
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	o.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "phx_service_requests_total", Help: "NATS requests handled, by subject."}, []string{"subject"})
+	o.seconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "phx_service_request_seconds", Help: "Time to handle a NATS request, by subject.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"subject"})
+	o.Registry.MustRegister(o.requests, o.seconds, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), natsCollector{o.Conn})
 }
 
 // Handler serves the operations endpoints.
 func (o *Ops) Handler() http.Handler {
-	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
-	}
-	o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), natsCollector{o.Conn})
+	o.init()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !o.Conn.IsConnected() {

@@ -68,6 +68,9 @@ type Options struct {
 	QueueGroup string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Wrap, if set, wraps every handler, e.g. to count and time requests
+	// (svckit.Ops.Instrument).
+	Wrap func(subject string, h nats.MsgHandler) nats.MsgHandler
 }
 
 // Service answers proto.SubjectAuthVerify and proto.SubjectAuthSign.
@@ -92,7 +95,7 @@ func Start(opts Options) (*Service, error) {
 		proto.SubjectAuthVerify: s.handleVerify,
 		proto.SubjectAuthSign:   s.handleSign,
 	} {
-		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, h)
+		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, wrap(opts.Wrap, subject, h))
 		if err != nil {
 			s.Drain()
 			return nil, fmt.Errorf("auth: subscribe %s: %w", subject, err)
@@ -152,4 +155,11 @@ func (s *Service) respond(m *nats.Msg, v any) {
 	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
 		s.opts.Logger.Warn("reply failed", "subject", m.Subject, "err", err)
 	}
+}
+
+func wrap(w func(string, nats.MsgHandler) nats.MsgHandler, subject string, h nats.MsgHandler) nats.MsgHandler {
+	if w == nil {
+		return h
+	}
+	return w(subject, h)
 }

@@ -32,6 +32,9 @@ type Options struct {
 	StoreTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Wrap, if set, wraps every handler, e.g. to count and time requests
+	// (svckit.Ops.Instrument).
+	Wrap func(subject string, h nats.MsgHandler) nats.MsgHandler
 }
 
 // Service answers joins, pushes and membership requests for rooms:* topics.
@@ -69,7 +72,7 @@ func Start(opts Options) (*Service, error) {
 		proto.SubjectMembersList:        s.handleMembership,
 	}
 	for subject, h := range handlers {
-		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, h)
+		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, wrap(opts.Wrap, subject, h))
 		if err != nil {
 			s.unsubscribe()
 			return nil, fmt.Errorf("rooms: subscribe %s: %w", subject, err)
@@ -305,4 +308,11 @@ func (s *Service) respondJSON(m *nats.Msg, v any) {
 	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
 		s.opts.Logger.Warn("reply failed", "subject", m.Subject, "err", err)
 	}
+}
+
+func wrap(w func(string, nats.MsgHandler) nats.MsgHandler, subject string, h nats.MsgHandler) nats.MsgHandler {
+	if w == nil {
+		return h
+	}
+	return w(subject, h)
 }

@@ -62,11 +62,11 @@ func runServe(args []string) int {
 			if err != nil {
 				return nil, nil, err
 			}
-			svc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: log})
+			ops := &svckit.Ops{Conn: nc}
+			svc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: log, Wrap: ops.Instrument})
 			if err != nil {
 				return nil, nil, err
 			}
-			ops := &svckit.Ops{Conn: nc}
 			return ops.Handler(), func(context.Context) error { svc.Drain(); return nil }, nil
 		},
 	}, args, os.Stderr)

@@ -64,10 +64,10 @@ func start(ctx context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger)
 		log.Warn("membership store not reachable yet, retrying", "attempt", attempt, "err", err)
 		time.Sleep(time.Second)
 	}
-	svc, err := rooms.Start(rooms.Options{Conn: nc, Store: store, Rules: rules, StoreTimeout: v.GetDuration("rooms.store_timeout"), Logger: log})
+	ops := &svckit.Ops{Conn: nc, Ready: []svckit.Probe{store.Ping}}
+	svc, err := rooms.Start(rooms.Options{Conn: nc, Store: store, Rules: rules, StoreTimeout: v.GetDuration("rooms.store_timeout"), Logger: log, Wrap: ops.Instrument})
 	if err != nil {
 		return nil, nil, err
 	}
-	ops := &svckit.Ops{Conn: nc, Ready: []svckit.Probe{store.Ping}}
 	return ops.Handler(), func(context.Context) error { svc.Drain(); return nil }, nil
 }

@@ -1,0 +1,65 @@
+package svckit
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/proto/natstest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func TestOps(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	ready := errors.New("store not reachable")
+	ops := &Ops{Conn: nc, Ready: []Probe{func(context.Context) error { return ready }}}
+	sub, err := nc.Subscribe("svc.echo", ops.Instrument("svc.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	srv := httptest.NewServer(ops.Handler())
+	t.Cleanup(srv.Close)
+
+	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "store not reachable") {
+		t.Errorf("/readyz with a failing probe = %d %s", code, body)
+	}
+	ready = nil
+	if code, _ := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d", code)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := nc.Request("svc.echo", []byte("x"), 5e9); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, metrics := get(t, srv.URL+"/metrics")
+	for _, want := range []string{`phx_service_requests_total{subject="svc.echo"} 3`, "phx_nats_client_connected 1", "go_goroutines"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	nc.Close()
+	if code, _ := get(t, srv.URL+"/healthz"); code != 503 {
+		t.Errorf("/healthz with NATS closed = %d", code)
+	}
+}
