@@ -70,13 +70,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Wrap, if set, wraps every handler, e.g. to count and time requests
 	// (svckit.Ops.Instrument).
-	Wrap func(subject string, h nats.MsgHandler) nats.MsgHandler
+	Wrap proto.Wrapper
 }
 
 // Service answers proto.SubjectAuthVerify and proto.SubjectAuthSign.
 type Service struct {
 	opts Options
-	subs []*nats.Subscription
+	subs proto.Subscriptions
 }
 
 // Start subscribes the service. Stop it with Drain.
@@ -91,31 +91,19 @@ func Start(opts Options) (*Service, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Service{opts: opts}
-	for subject, h := range map[string]nats.MsgHandler{
+	var err error
+	s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, map[string]nats.MsgHandler{
 		proto.SubjectAuthVerify: s.handleVerify,
 		proto.SubjectAuthSign:   s.handleSign,
-	} {
-		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, wrap(opts.Wrap, subject, h))
-		if err != nil {
-			s.Drain()
-			return nil, fmt.Errorf("auth: subscribe %s: %w", subject, err)
-		}
-		_ = sub.SetPendingLimits(1<<20, 256<<20)
-		s.subs = append(s.subs, sub)
-	}
-	if err := opts.Conn.Flush(); err != nil {
-		s.Drain()
-		return nil, fmt.Errorf("auth: flush subscriptions: %w", err)
+	}, opts.Wrap)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
 	}
 	return s, nil
 }
 
 // Drain stops taking requests and finishes the ones received.
-func (s *Service) Drain() {
-	for _, sub := range s.subs {
-		_ = sub.Drain()
-	}
-}
+func (s *Service) Drain() { s.subs.Drain() }
 
 func (s *Service) handleVerify(m *nats.Msg) {
 	var req proto.VerifyRequest
@@ -150,16 +138,4 @@ func (s *Service) handleSign(m *nats.Msg) {
 	s.respond(m, rep)
 }
 
-func (s *Service) respond(m *nats.Msg, v any) {
-	data, _ := json.Marshal(v)
-	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
-		s.opts.Logger.Warn("reply failed", "subject", m.Subject, "err", err)
-	}
-}
-
-func wrap(w func(string, nats.MsgHandler) nats.MsgHandler, subject string, h nats.MsgHandler) nats.MsgHandler {
-	if w == nil {
-		return h
-	}
-	return w(subject, h)
-}
+func (s *Service) respond(m *nats.Msg, v any) { proto.Respond(m, v, s.opts.Logger) }

@@ -34,13 +34,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Wrap, if set, wraps every handler, e.g. to count and time requests
 	// (svckit.Ops.Instrument).
-	Wrap func(subject string, h nats.MsgHandler) nats.MsgHandler
+	Wrap proto.Wrapper
 }
 
 // Service answers joins, pushes and membership requests for rooms:* topics.
 type Service struct {
 	opts Options
-	subs []*nats.Subscription
+	subs proto.Subscriptions
 }
 
 // Start subscribes the service to its subjects. Stop it with Drain.
@@ -71,35 +71,15 @@ func Start(opts Options) (*Service, error) {
 		proto.SubjectMembersRevoke:      s.handleMembership,
 		proto.SubjectMembersList:        s.handleMembership,
 	}
-	for subject, h := range handlers {
-		sub, err := opts.Conn.QueueSubscribe(subject, opts.QueueGroup, wrap(opts.Wrap, subject, h))
-		if err != nil {
-			s.unsubscribe()
-			return nil, fmt.Errorf("rooms: subscribe %s: %w", subject, err)
-		}
-		// Bursts of joins must queue, not be dropped as a slow consumer.
-		_ = sub.SetPendingLimits(1<<20, 256<<20)
-		s.subs = append(s.subs, sub)
-	}
-	if err := opts.Conn.Flush(); err != nil {
-		s.unsubscribe()
-		return nil, fmt.Errorf("rooms: flush subscriptions: %w", err)
+	var err error
+	if s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, handlers, opts.Wrap); err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
 	}
 	return s, nil
 }
 
 // Drain stops taking new requests and finishes the ones already received.
-func (s *Service) Drain() {
-	for _, sub := range s.subs {
-		_ = sub.Drain()
-	}
-}
-
-func (s *Service) unsubscribe() {
-	for _, sub := range s.subs {
-		_ = sub.Unsubscribe()
-	}
-}
+func (s *Service) Drain() { s.subs.Drain() }
 
 func (s *Service) handleJoin(m *nats.Msg) {
 	var req proto.JoinRequest
@@ -271,7 +251,7 @@ func (s *Service) handleMembership(m *nats.Msg) {
 	var rep proto.MembershipReply
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		rep.Error = "bad membership request: " + err.Error()
-		s.respondJSON(m, rep)
+		s.respond(m, rep)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
@@ -294,25 +274,7 @@ func (s *Service) handleMembership(m *nats.Msg) {
 	} else {
 		s.opts.Logger.Info("membership", "op", m.Subject, "topic", req.Topic, "user", req.UserID)
 	}
-	s.respondJSON(m, rep)
+	s.respond(m, rep)
 }
 
-func (s *Service) respond(m *nats.Msg, r proto.Reply) { s.respondJSON(m, r) }
-
-func (s *Service) respondJSON(m *nats.Msg, v any) {
-	data, err := proto.Marshal(v)
-	if err != nil {
-		s.opts.Logger.Error("encode reply", "err", err)
-		return
-	}
-	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
-		s.opts.Logger.Warn("reply failed", "subject", m.Subject, "err", err)
-	}
-}
-
-func wrap(w func(string, nats.MsgHandler) nats.MsgHandler, subject string, h nats.MsgHandler) nats.MsgHandler {
-	if w == nil {
-		return h
-	}
-	return w(subject, h)
-}
+func (s *Service) respond(m *nats.Msg, v any) { proto.Respond(m, v, s.opts.Logger) }
