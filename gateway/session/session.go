@@ -198,17 +198,6 @@ func (s *Session) Skips(from string, excludeFrom bool) bool {
 	return false
 }
 
-// Topics lists the topics the socket has joined.
-func (s *Session) Topics() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.channels))
-	for t := range s.channels {
-		out = append(out, t)
-	}
-	return out
-}
-
 func (s *Session) route(topic string) (string, bool) {
 	for _, r := range s.cfg.Routes {
 		if r.Match(topic) {
