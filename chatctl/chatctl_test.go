@@ -51,7 +51,7 @@ func startSystem(t *testing.T) system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(roomSvc.Drain)
+	t.Cleanup(func() { roomSvc.Drain(context.Background()) })
 
 	signer, err := phxtoken.New(phxtoken.Options{
 		SecretKeyBases: []string{"chatctl-test-secret-key-base-0123456789-0123456789-0123456789"},
@@ -64,7 +64,7 @@ func startSystem(t *testing.T) system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(authSvc.Drain)
+	t.Cleanup(func() { authSvc.Drain(context.Background()) })
 	return system{srv: srv, nc: nc}
 }
 

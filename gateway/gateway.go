@@ -55,6 +55,11 @@ type Options struct {
 	// MaxFrameSize is the largest client frame in bytes; larger ones close
 	// the socket with 1009. Default 1 MiB.
 	MaxFrameSize int64
+	// RoomHeartbeat is how often a quiet room's stream consumer proves it
+	// is alive; one silent for two heartbeats (its NATS node died) is
+	// recreated where it stopped. Each room on the gateway costs one small
+	// message per heartbeat. Default 2s.
+	RoomHeartbeat time.Duration
 	// MaxChannels bounds the topics one socket joins; default 100 (Phoenix's).
 	MaxChannels int
 	// RateLimit is the most frames per second one socket may send, with
@@ -133,6 +138,7 @@ func New(opts Options) (*Gateway, error) {
 	setDefault(&opts.IdleTimeout, 60*time.Second)
 	setDefault(&opts.MaxFrameSize, 1<<20)
 	setDefault(&opts.MaxChannels, 100)
+	setDefault(&opts.RoomHeartbeat, 2*time.Second)
 	setDefault(&opts.LongPollWindow, DefaultLongPollWindow)
 	setDefault(&opts.RateLimit, 1000)
 	if opts.RateLimit < 0 {
@@ -154,7 +160,9 @@ func New(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.lp.window.Store(int64(opts.LongPollWindow))
-	g.hub = fanout.New(opts.Conn, g.log, g.metrics)
+	if g.hub, err = fanout.New(fanout.Options{Conn: opts.Conn, Heartbeat: opts.RoomHeartbeat, Logger: g.log, Metrics: g.metrics}); err != nil {
+		return nil, err
+	}
 	g.sessionCfg = session.Config{
 		Conn: opts.Conn, Hub: g.hub, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,

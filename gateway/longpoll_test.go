@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
@@ -45,11 +46,19 @@ func TestLPTextOfBinary(t *testing.T) {
 
 // lpTestGateway runs a gateway on a real nats-server with stand-ins for
 // authsvc (token "u:NAME" is user NAME) and for a rooms service that admits
-// every join and replies ok to every push.
+// every join and replies ok to every push (and the room stream roomsvc
+// would create).
 func lpTestGateway(t *testing.T) (*Gateway, *http.Server, string) {
 	t.Helper()
-	ns := natstest.Start(t, natstest.Options{NoJetStream: true})
+	ns := natstest.Start(t, natstest.Options{})
 	nc := natstest.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	respond := func(subject string, f func([]byte) any) {
 		if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
 			data, _ := json.Marshal(f(m.Data))

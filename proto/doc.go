@@ -6,11 +6,12 @@
 //
 //	browser ──Phoenix protocol──▶ gateway ──phx.auth.verify (req/reply)──▶ authsvc
 //	                                 │ ──phx.svc.rooms.join / .push (req/reply)──▶ roomsvc
-//	                                 ◀── phx.room.<topic> (broadcast) ── roomsvc, other services
+//	                                 ◀── stream PHX_ROOMS ◀── phx.room.<topic> ── roomsvc, other services
 //
 // Every payload is JSON. Requests go to queue groups, so services are
-// stateless and scale by starting more instances; broadcasts go to plain
-// subscriptions, one per room per gateway.
+// stateless and scale by starting more instances; broadcasts are stored in
+// the JetStream stream RoomStream and read by each gateway with one
+// consumer per room, so that none is lost or reordered when NATS fails.
 //
 // # Topics and subjects
 //
@@ -21,6 +22,6 @@
 // # Publishing into a room from another service
 //
 // Publish the JSON {"event": E, "payload": P} on RoomSubject(topic), or call
-// Publish. P must be a JSON object and E must not start with "phx_";
+// Publish, which waits for the stream's acknowledgement. P must be a JSON object and E must not start with "phx_";
 // gateways drop anything else with a log line and a metric.
 package proto

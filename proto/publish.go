@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Publish posts event with payload into the Phoenix topic: every socket
@@ -14,11 +15,15 @@ import (
 //
 // payload is marshalled with encoding/json unless it is already a
 // json.RawMessage or []byte holding JSON; it must encode to a JSON object.
-// Publish returns once the NATS server has the message (it flushes), so an
-// error means the message may not have been sent.
+// Publish returns once RoomStream has stored the message: from then on
+// every gateway with a socket in the room delivers it, even through a NATS
+// node failure. An error means it may not have been stored; without a
+// deadline on ctx, Publish gives up after 10s.
 //
 // Any NATS client in any language can do the same by publishing the JSON
-// {"event": E, "payload": P} on RoomSubject(topic), e.g.
+// {"event": E, "payload": P} on RoomSubject(topic); a JetStream publish
+// (or a request) gets the stream's acknowledgement back, a plain publish is
+// stored all the same but unconfirmed, e.g.
 //
 //	nats pub phx.room.rooms:lobby '{"event":"new_msg","payload":{"body":"deploy finished"}}'
 func Publish(ctx context.Context, nc *nats.Conn, topic, event string, payload any) error {
@@ -55,6 +60,26 @@ func PublishBinary(ctx context.Context, nc *nats.Conn, topic, event string, data
 }
 
 func publish(ctx context.Context, nc *nats.Conn, subject string, b Broadcast) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("proto: %w", err)
+	}
+	return publishBroadcast(ctx, js, subject, b)
+}
+
+// PublishBroadcast publishes b into topic through js and returns once
+// RoomStream has stored it, which is when every gateway with a socket in the
+// room is certain to deliver it. It is what roomsvc uses; other services
+// can call Publish.
+func PublishBroadcast(ctx context.Context, js jetstream.JetStream, topic string, b Broadcast) error {
+	subject, err := RoomSubject(topic)
+	if err != nil {
+		return err
+	}
+	return publishBroadcast(ctx, js, subject, b)
+}
+
+func publishBroadcast(ctx context.Context, js jetstream.JetStream, subject string, b Broadcast) error {
 	if err := b.Validate(); err != nil {
 		return err
 	}
@@ -62,20 +87,12 @@ func publish(ctx context.Context, nc *nats.Conn, subject string, b Broadcast) er
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := nc.Publish(subject, data); err != nil {
-		return fmt.Errorf("proto: publish to %s: %w", subject, err)
-	}
 	if _, ok := ctx.Deadline(); !ok {
-		// nats.go refuses to flush with a context that has no deadline.
+		// Retries run until the deadline: never wait forever.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("proto: flush after publish to %s: %w", subject, err)
-	}
-	return nil
+	_, err = publishStored(ctx, js, subject, data)
+	return err
 }

@@ -3,14 +3,26 @@ package proto
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/proto/natstest"
 )
 
 func TestPublish(t *testing.T) {
-	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{}))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := EnsureRoomStream(ctx, js, RoomStreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sub, err := nc.SubscribeSync("phx.room.rooms:a_2Eb")
 	if err != nil {
 		t.Fatal(err)
@@ -20,7 +32,6 @@ func TestPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	if err := Publish(ctx, nc, "rooms:a.b", "new_msg", map[string]string{"body": "hi"}); err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +50,14 @@ func TestPublish(t *testing.T) {
 		t.Fatalf("rooms:a received %s", m.Data)
 	}
 
+	// Publish returned after the stream stored it.
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("stream holds %+v (err %v), want the one broadcast", info.State, err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, "phx.room.rooms:a_2Eb"); err != nil {
+		t.Fatalf("broadcast not stored under its room subject: %v", err)
+	}
+
 	for name, tc := range map[string]struct {
 		topic, event string
 		payload      any
@@ -50,5 +69,15 @@ func TestPublish(t *testing.T) {
 		if err := Publish(ctx, nc, tc.topic, tc.event, tc.payload); err == nil {
 			t.Errorf("%s: Publish succeeded, want an error", name)
 		}
+	}
+}
+
+func TestPublishWithoutStream(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := Publish(ctx, nc, "rooms:lobby", "new_msg", map[string]string{"body": "hi"})
+	if !errors.Is(err, ErrNoRoomStream) {
+		t.Fatalf("Publish without JetStream: %v, want ErrNoRoomStream", err)
 	}
 }

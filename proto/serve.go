@@ -1,9 +1,12 @@
 package proto
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -11,44 +14,91 @@ import (
 // Wrapper wraps a request handler, e.g. to count and time requests.
 type Wrapper func(subject string, h nats.MsgHandler) nats.MsgHandler
 
+// MaxInFlight is how many requests one service instance handles at once.
+// Handlers wait on NATS (a KV read, a stream acknowledgement), so running
+// them one at a time would make an instance as slow as its slowest round
+// trip; past this many, requests wait in the subscription's buffer.
+const MaxInFlight = 512
+
 // Subscriptions are a service's subscriptions on its request subjects.
-type Subscriptions []*nats.Subscription
+type Subscriptions struct {
+	subs     []*nats.Subscription
+	slots    chan struct{}
+	inFlight sync.WaitGroup
+}
 
 // Serve subscribes each handler to its subject in the queue group, so that
 // every instance of a service shares the requests, and returns once the
 // server has the subscriptions. wrap may be nil. On error nothing stays
 // subscribed.
-func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wrap Wrapper) (Subscriptions, error) {
-	var subs Subscriptions
+//
+// Requests are handled concurrently, up to MaxInFlight, each on its own
+// goroutine, so a handler must not assume the order of requests. (The
+// gateway sends a socket's next request only after the reply to the
+// previous one, which is the order that matters.)
+func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wrap Wrapper) (*Subscriptions, error) {
+	s := &Subscriptions{slots: make(chan struct{}, MaxInFlight)}
 	for subject, h := range handlers {
 		if wrap != nil {
 			h = wrap(subject, h)
 		}
-		sub, err := nc.QueueSubscribe(subject, group, h)
+		sub, err := nc.QueueSubscribe(subject, group, s.concurrent(h))
 		if err != nil {
-			subs.unsubscribe()
+			s.unsubscribe()
 			return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 		}
 		// Bursts (a join storm) must queue, not be dropped as a slow consumer.
 		_ = sub.SetPendingLimits(1<<20, 256<<20)
-		subs = append(subs, sub)
+		s.subs = append(s.subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
-		subs.unsubscribe()
+		s.unsubscribe()
 		return nil, fmt.Errorf("flush subscriptions: %w", err)
 	}
-	return subs, nil
+	return s, nil
 }
 
-// Drain stops taking requests and finishes the ones already received.
-func (s Subscriptions) Drain() {
-	for _, sub := range s {
-		_ = sub.Drain()
+func (s *Subscriptions) concurrent(h nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		s.slots <- struct{}{} // blocks the subscription when full: back-pressure
+		s.inFlight.Add(1)
+		go func() {
+			defer func() {
+				<-s.slots
+				s.inFlight.Done()
+			}()
+			h(m)
+		}()
 	}
 }
 
-func (s Subscriptions) unsubscribe() {
-	for _, sub := range s {
+// Drain stops taking requests and returns once the ones already received
+// have been answered (or ctx ends), so that the connection can close
+// without dropping a reply.
+func (s *Subscriptions) Drain(ctx context.Context) {
+	for _, sub := range s.subs {
+		_ = sub.Drain()
+	}
+	// A draining subscription still hands its buffered requests to the
+	// handler; it is invalid once the last one was handed over.
+	for _, sub := range s.subs {
+		for sub.IsValid() && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { s.inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (s *Subscriptions) unsubscribe() {
+	for _, sub := range s.subs {
 		_ = sub.Unsubscribe()
 	}
 }

@@ -43,10 +43,11 @@ const (
 // broadcast: "phx.room." + EncodeTopic(topic).
 //
 // Publishers: roomsvc (after it accepted a new_msg) and any other service
-// that wants to post into a room (see Publish). Subscribers: every gateway
-// that has at least one local socket joined to the topic, with one plain
-// (non-queue) subscription per room. Not request/reply. Payload: Broadcast
-// as JSON, e.g. {"event":"new_msg","payload":{"body":"hi"}}.
+// that wants to post into a room (see Publish). The stream RoomStream
+// stores every message on these subjects; readers: every gateway that has
+// at least one local socket joined to the topic, with one consumer of the
+// stream per room. Payload: Broadcast as JSON, e.g.
+// {"event":"new_msg","payload":{"body":"hi"}}.
 //
 // The broadcast reaches phoenix.js as [null,null,topic,event,payload]
 // (Phoenix's fastlane broadcast) on every socket joined to the topic.

@@ -359,7 +359,7 @@ func TestLongPollRefusals(t *testing.T) {
 
 	// authsvc down: 500, which phoenix.js retries (403 would make it give up).
 	tok := token(t, s, "alice")
-	s.auth.Drain()
+	s.auth.Drain(context.Background())
 	time.Sleep(100 * time.Millisecond)
 	if got := status("GET", ep+"?vsn=2.0.0&token="+url.QueryEscape(tok), "", nil); got != 500 {
 		t.Errorf("authsvc down: status %d, want 500", got)

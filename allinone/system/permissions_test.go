@@ -148,12 +148,12 @@ func (a *asyncErrors) none(t *testing.T, who string) {
 }
 
 // connectAs connects to s as one of the roles of permissions.conf.
-func connectAs(t *testing.T, s *server.Server, role, password string) (*nats.Conn, *asyncErrors) {
+func connectAs(t *testing.T, s *server.Server, role, password string, opts ...nats.Option) (*nats.Conn, *asyncErrors) {
 	t.Helper()
 	rec := &asyncErrors{more: make(chan struct{}, 1)}
-	nc, err := nats.Connect(s.ClientURL(),
+	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{
 		nats.Name(role), nats.UserInfo(role, password),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rec.add(err) }))
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rec.add(err) })}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
 	}
@@ -322,7 +322,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(authSvc.Drain)
+	t.Cleanup(func() { authSvc.Drain(context.Background()) })
 
 	// roomsvc: creates its KV buckets through the JetStream API it may use.
 	rnc, rerr := connectAs(t, ns, "roomsvc", pw["roomsvc"])
@@ -342,7 +342,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(roomSvc.Drain)
+	t.Cleanup(func() { roomSvc.Drain(context.Background()) })
 
 	// gateway, with the development login (it asks authsvc on phx.auth.sign).
 	gnc, gerr := connectAs(t, ns, "gateway", pw["gateway"])
@@ -359,7 +359,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	})
 
 	onc, oerr := connectAs(t, ns, "operator", pw["operator"])
-	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"])
+	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"], nats.CustomInboxPrefix("_INBOX_publisher"))
 
 	// --- The whole chat works with these users. ---
 
@@ -452,6 +452,9 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	}
 	denied := []attempt{
 		{"gateway", false, "phx.room.rooms:lobby"}, // cannot forge broadcasts
+		{"gateway", false, "$JS.API.STREAM.PURGE.PHX_ROOMS"},
+		{"gateway", false, "$JS.API.STREAM.DELETE.PHX_ROOMS"},
+		{"gateway", true, "phx.room.>"}, // reads rooms through its consumers only
 		{"gateway", false, "phx.rooms.members.revoke"},
 		{"gateway", false, "phx.user.alice.disconnect"},
 		{"gateway", true, "phx.rooms.members.grant"}, // nor serve memberships
@@ -463,6 +466,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"publisher", false, "phx.svc.rooms.push"},
 		{"publisher", true, "phx.room.>"},
 		{"publisher", true, "phx.room.rooms:lobby"},
+		{"publisher", true, "_INBOX.>"}, // other users' replies
 
 		{"roomsvc", false, "phx.auth.sign"},
 		{"roomsvc", false, "phx.user.alice.disconnect"},

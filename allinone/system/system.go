@@ -215,10 +215,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 	}
 	if s.rooms != nil {
-		s.rooms.Drain()
+		s.rooms.Drain(ctx)
 	}
 	if s.auth != nil {
-		s.auth.Drain()
+		s.auth.Drain(ctx)
 	}
 	for _, nc := range s.conns {
 		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

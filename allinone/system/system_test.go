@@ -273,7 +273,7 @@ func TestDeadService(t *testing.T) {
 	s := startSystem(t, func(c *Config) { c.Gateway.RequestTimeout = 300 * time.Millisecond })
 	c := dial(t, s.URL(), nil)
 	c.join("rooms:lobby", "1")
-	s.rooms.Drain()
+	s.rooms.Drain(context.Background())
 	time.Sleep(100 * time.Millisecond)
 
 	// Nobody listens: an error reply at once.
@@ -304,7 +304,7 @@ func TestDeadService(t *testing.T) {
 func TestAuthServiceDownRefusesWith503(t *testing.T) {
 	s := startSystem(t, nil)
 	tok := token(t, s, "alice")
-	s.auth.Drain()
+	s.auth.Drain(context.Background())
 	time.Sleep(100 * time.Millisecond)
 	_, res, err := websocket.DefaultDialer.Dial(wsURL(s, url.Values{"vsn": {"2.0.0"}, "token": {tok}}), nil)
 	if err == nil || res == nil || res.StatusCode != http.StatusServiceUnavailable {

@@ -4,6 +4,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,7 +77,7 @@ type Options struct {
 // Service answers proto.SubjectAuthVerify and proto.SubjectAuthSign.
 type Service struct {
 	opts Options
-	subs proto.Subscriptions
+	subs *proto.Subscriptions
 }
 
 // Start subscribes the service. Stop it with Drain.
@@ -102,8 +103,9 @@ func Start(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// Drain stops taking requests and finishes the ones received.
-func (s *Service) Drain() { s.subs.Drain() }
+// Drain stops taking requests and returns once the ones received are
+// answered, or ctx ends.
+func (s *Service) Drain(ctx context.Context) { s.subs.Drain(ctx) }
 
 func (s *Service) handleVerify(m *nats.Msg) {
 	var req proto.VerifyRequest

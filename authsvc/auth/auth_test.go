@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(svc.Drain)
+	t.Cleanup(func() { svc.Drain(context.Background()) })
 
 	signed := call[proto.SignReply](t, nc, proto.SubjectAuthSign, proto.SignRequest{UserID: "alice"})
 	if signed.Error != "" || signed.Token == "" {

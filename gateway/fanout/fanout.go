@@ -1,10 +1,19 @@
 // Package fanout delivers room broadcasts from NATS to the sockets of one
 // gateway.
 //
-// A Hub holds one NATS subscription per room, however many local sockets
-// joined it: the first local join subscribes, the last leave unsubscribes.
-// Each broadcast is validated and encoded once per serializer version, and the
-// same bytes are handed to every local subscriber, which must queue them
+// A Hub reads each room from the JetStream stream proto.RoomStream through
+// one ordered consumer, however many local sockets joined it: the first
+// local join creates it, the last leave stops it. Reading the stream rather
+// than a core subscription is what makes an acknowledged broadcast reach
+// every member: the consumer starts at a stream sequence, so a broadcast
+// stored after a join was answered is delivered even before the gateway's
+// interest has spread through a NATS cluster, and after a NATS failure the
+// room's reader (reader.go) replaces the consumer with one that starts after
+// the last message delivered, so nothing published meanwhile is lost or
+// duplicated. Every gateway also sees a room in the stream's one order.
+//
+// Each broadcast is validated and encoded once per serializer version, and
+// the same bytes are handed to every local subscriber, which must queue them
 // without blocking (a slow socket is the socket's problem, never the room's).
 package fanout
 
@@ -14,8 +23,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/wire"
@@ -41,9 +52,25 @@ type Subscriber interface {
 	Skips(from string, excludeFrom bool) bool
 }
 
+// Options configure a Hub.
+type Options struct {
+	// Conn is the NATS connection; required.
+	Conn *nats.Conn
+	// Heartbeat is how often the NATS server proves a room's consumer is
+	// alive when the room is quiet; a consumer silent for two heartbeats
+	// (its NATS node died) is recreated where the last one stopped.
+	// Default 5s; a room idles at one small message per heartbeat.
+	Heartbeat time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics defaults to a fresh metrics.New().
+	Metrics *metrics.Metrics
+}
+
 // Hub maps rooms to local subscribers.
 type Hub struct {
-	nc      *nats.Conn
+	js      jetstream.JetStream
+	opts    Options
 	log     *slog.Logger
 	metrics *metrics.Metrics
 
@@ -53,23 +80,41 @@ type Hub struct {
 
 type room struct {
 	topic string
-	sub   *nats.Subscription
-	// ready is closed once the server has the subscription (or err is set),
-	// so that a join is acknowledged only when broadcasts will reach it.
+	// ready is closed once the room's consumer exists (or err is set), so
+	// that a join is acknowledged only when broadcasts will reach it.
 	ready chan struct{}
 	err   error
+	rd    *reader
 
 	mu      sync.RWMutex
 	members map[Subscriber]struct{}
 }
 
-// New creates a Hub on the NATS connection.
-func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics) *Hub {
-	return &Hub{nc: nc, log: log, metrics: m, rooms: make(map[string]*room)}
+// New creates a Hub.
+func New(opts Options) (*Hub, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("fanout: Options.Conn is required")
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	js, err := jetstream.New(opts.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: %w", err)
+	}
+	h := &Hub{js: js, opts: opts, log: opts.Logger, metrics: opts.Metrics, rooms: make(map[string]*room)}
+	go h.watchReconnects(opts.Conn.StatusChanged(nats.CONNECTED, nats.CLOSED))
+	return h, nil
 }
 
-// Join adds s to topic's room, subscribing to the room's subject if s is the
-// first local member. It returns once broadcasts published from now on will
+// Join adds s to topic's room, starting the room's consumer if s is the
+// first local member. It returns once broadcasts stored from now on will
 // reach s.
 func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	subject, err := proto.RoomSubject(topic)
@@ -80,22 +125,24 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	r := h.rooms[topic]
 	if r == nil {
 		r = &room{topic: topic, ready: make(chan struct{}), members: make(map[Subscriber]struct{})}
-		r.sub, err = h.nc.Subscribe(subject, func(m *nats.Msg) { h.dispatch(r, m) })
-		if err != nil {
-			h.mu.Unlock()
-			return fmt.Errorf("fanout: subscribe %s: %w", subject, err)
-		}
-		// Losing broadcasts to a client-side limit would be silent; the
-		// per-socket queues bound memory instead.
-		_ = r.sub.SetPendingLimits(-1, -1)
 		h.rooms[topic] = r
 		h.metrics.Rooms.Inc()
+		r.rd = &reader{
+			js: h.js, subject: subject, heartbeat: h.opts.Heartbeat,
+			deliver: func(data []byte) { h.dispatch(r, data) },
+			onError: func(err error) {
+				h.metrics.RoomConsumerErrors.Inc()
+				h.log.Warn("room consumer", "topic", topic, "err", err)
+			},
+			restart: make(chan struct{}, 1),
+			done:    make(chan struct{}),
+		}
 		go func() {
-			// Flush is a round trip: after it the server has the SUB.
-			if err := h.nc.Flush(); err != nil {
-				r.err = fmt.Errorf("fanout: flush subscription %s: %w", subject, err)
-			}
-			close(r.ready)
+			defer close(r.ready)
+			// Not the joiner's context: other members may wait on this room.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r.err = r.rd.start(ctx)
 		}()
 	}
 	r.mu.Lock()
@@ -116,8 +163,8 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	}
 }
 
-// Leave removes s from topic's room, unsubscribing when it was the last
-// local member. Leaving a room one is not in does nothing.
+// Leave removes s from topic's room, stopping the room's consumer when it
+// was the last local member. Leaving a room one is not in does nothing.
 func (h *Hub) Leave(topic string, s Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -132,25 +179,53 @@ func (h *Hub) Leave(topic string, s Subscriber) {
 	if empty {
 		delete(h.rooms, topic)
 		h.metrics.Rooms.Dec()
-		if err := r.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			h.log.Warn("unsubscribe room", "topic", topic, "err", err)
-		}
+		go h.stop(r)
 	}
 }
 
-// Rooms returns the number of rooms with a subscription.
+// stop ends r's reader once it has started.
+func (h *Hub) stop(r *room) {
+	<-r.ready
+	if r.err == nil {
+		r.rd.stop()
+	}
+}
+
+// watchReconnects has every room replace its consumer after a NATS
+// reconnect: what the server sent while the connection was down went to
+// an inbox nobody listened to.
+func (h *Hub) watchReconnects(events chan nats.Status) {
+	for st := range events {
+		if st == nats.CLOSED {
+			return
+		}
+		h.mu.Lock()
+		for _, r := range h.rooms {
+			select {
+			case <-r.ready:
+				if r.err == nil {
+					r.rd.replace()
+				}
+			default: // still starting: its first consumer is new anyway
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// Rooms returns the number of rooms with a consumer.
 func (h *Hub) Rooms() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.rooms)
 }
 
-func (h *Hub) dispatch(r *room, m *nats.Msg) {
+func (h *Hub) dispatch(r *room, data []byte) {
 	h.metrics.Broadcasts.Inc()
-	b, err := proto.DecodeBroadcast(m.Data)
+	b, err := proto.DecodeBroadcast(data)
 	if err != nil {
 		h.metrics.BroadcastsDropped.WithLabelValues("invalid").Inc()
-		h.log.Warn("dropped malformed room message", "topic", r.topic, "err", err, "size", len(m.Data))
+		h.log.Warn("dropped malformed room message", "topic", r.topic, "err", err, "size", len(data))
 		return
 	}
 	// Encode at most once per serializer: every V2 socket shares one

@@ -2,15 +2,19 @@ package fanout
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
 	"github.com/phxnats/phxnats/proto/natstest"
@@ -46,10 +50,27 @@ func (s *sink) wait(t *testing.T) Frame {
 	return s.frames[len(s.frames)-1]
 }
 
-func TestEncodeOncePerSerializer(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{NoJetStream: true})
+// newHub starts a NATS server with the room stream and a Hub on it.
+func newHub(t testing.TB) (*Hub, *nats.Conn) {
+	t.Helper()
+	srv := natstest.Start(t, natstest.Options{})
 	nc := natstest.Connect(t, srv)
-	h := New(nc, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Options{Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, natstest.Connect(t, srv)
+}
+
+func TestEncodeOncePerSerializer(t *testing.T) {
+	h, pub := newHub(t)
 	ctx := context.Background()
 	v2a, v2b, v1 := newSink(wire.V2), newSink(wire.V2), newSink(wire.V1)
 	for _, s := range []*sink{v2a, v2b, v1} {
@@ -58,9 +79,8 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 		}
 	}
 	if h.Rooms() != 1 {
-		t.Fatalf("rooms = %d, want one subscription for three members", h.Rooms())
+		t.Fatalf("rooms = %d, want one consumer for three members", h.Rooms())
 	}
-	pub := natstest.Connect(t, srv)
 	if err := proto.Publish(ctx, pub, "rooms:lobby", "new_msg", map[string]string{"body": "hi"}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,14 +113,12 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 }
 
 func BenchmarkDispatch1000(b *testing.B) {
-	srv := natstest.Start(b, natstest.Options{NoJetStream: true})
-	nc := natstest.Connect(b, srv)
-	h := New(nc, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	h, _ := newHub(b)
 	r := &room{topic: "rooms:lobby", members: map[Subscriber]struct{}{}}
 	for i := 0; i < 1000; i++ {
 		r.members[&countSink{}] = struct{}{}
 	}
-	msg := natsMsg(`{"event":"new_msg","payload":{"body":"hello world"}}`)
+	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
 	b.ReportAllocs()
 	for b.Loop() {
 		h.dispatch(r, msg)
@@ -114,6 +132,96 @@ func (c *countSink) Serializer() wire.Serializer { return wire.V2 }
 func (c *countSink) Deliver(Frame)               { c.n++ }
 func (c *countSink) Skips(string, bool) bool     { return false }
 
-func natsMsg(data string) *nats.Msg {
-	return &nats.Msg{Subject: "phx.room.rooms:lobby", Data: []byte(data)}
+func publish(t *testing.T, nc *nats.Conn, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := proto.Publish(ctx, nc, "rooms:lobby", "new_msg", map[string]string{"body": body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func bodies(s *sink) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, f := range s.frames {
+		var frame []json.RawMessage
+		var p struct{ Body string }
+		if json.Unmarshal(f.Data, &frame) == nil && len(frame) == 5 && json.Unmarshal(frame[4], &p) == nil {
+			out = append(out, p.Body)
+		}
+	}
+	return out
+}
+
+// waitBodies waits until s received n frames and returns their bodies.
+func waitBodies(t *testing.T, s *sink, n int) []string {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		s.wait(t)
+	}
+	return bodies(s)
+}
+
+// A join sees exactly what is stored after it returns, in order: nothing
+// from before, and not one message of what follows is missing.
+func TestJoinStartsAfterStoredMessages(t *testing.T) {
+	h, pub := newHub(t)
+	publish(t, pub, "before")
+	s := newSink(wire.V2)
+	if err := h.Join(context.Background(), "rooms:lobby", s); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 50 {
+		want = append(want, fmt.Sprint(i))
+		publish(t, pub, want[i])
+	}
+	if got := waitBodies(t, s, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("received %q, want %q", got, want)
+	}
+}
+
+// What is published while the gateway's NATS connection is down reaches
+// its sockets after the reconnect, the case a core subscription loses.
+// The room has had no message yet, so the consumer is recreated from the
+// sequence the join started at.
+func TestCatchUpAfterReconnect(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.Start(t, natstest.Options{StoreDir: dir})
+	port := srv.Addr().(*net.TCPAddr).Port
+	// A slow reconnect makes sure the publishes below happen while the
+	// hub's connection is still away.
+	hnc := natstest.Connect(t, srv, nats.MaxReconnects(-1), nats.ReconnectWait(2*time.Second), nats.ReconnectJitter(0, 0))
+	js, err := jetstream.New(hnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Options{Conn: hnc, Heartbeat: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(wire.V2)
+	if err := h.Join(context.Background(), "rooms:lobby", s); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = natstest.Start(t, natstest.Options{StoreDir: dir, Port: port})
+	pub := natstest.Connect(t, srv)
+	want := []string{"a", "b", "c"}
+	for _, b := range want {
+		publish(t, pub, b)
+	}
+	if hnc.IsConnected() {
+		t.Fatal("the hub reconnected before the publishes; the test proves nothing")
+	}
+	if got := waitBodies(t, s, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("received %q, want %q", got, want)
+	}
 }

@@ -35,6 +35,9 @@ type Metrics struct {
 	SlowDisconnects prometheus.Counter
 	// Rooms is the number of rooms this gateway is subscribed to.
 	Rooms prometheus.Gauge
+	// RoomConsumerErrors counts errors of the rooms' JetStream consumers
+	// (missed heartbeats, a reconnect), after which they are recreated.
+	RoomConsumerErrors prometheus.Counter
 	// RequestSeconds is the latency of NATS requests to services, by subject kind and outcome.
 	RequestSeconds *prometheus.HistogramVec
 }
@@ -68,14 +71,16 @@ func New() *Metrics {
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "phx_gateway_rooms", Help: "Rooms with a NATS subscription on this gateway."}),
+			Name: "phx_gateway_rooms", Help: "Rooms with a consumer of the room stream on this gateway."}),
+		RoomConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_room_consumer_errors_total", Help: "Room consumer errors (missed heartbeats, reconnects); the consumer is recreated after each."}),
 		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "phx_gateway_nats_request_seconds", Help: "Latency of NATS requests to services.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
 			[]string{"kind", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.Connections, m.ConnectsRefused, m.Joins, m.FramesIn, m.FramesOut,
-		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RequestSeconds,
+		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RoomConsumerErrors, m.RequestSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}

@@ -3,10 +3,12 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/viper"
 
+	"github.com/phxnats/phxnats/proto"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
 	"github.com/phxnats/phxnats/svckit"
 )
@@ -27,7 +29,9 @@ func RulesSettings() []svckit.Setting {
 // StoreSettings are the keys of the KV store.
 func StoreSettings() []svckit.Setting {
 	return []svckit.Setting{
-		{Key: "rooms.kv_replicas", Default: 1, Help: "replicas of the membership and ignore KV buckets (3 on a NATS cluster)"},
+		{Key: "rooms.kv_replicas", Default: 1, Help: "replicas of the membership and ignore KV buckets and of the broadcast stream PHX_ROOMS (3 on a NATS cluster)"},
+		{Key: "rooms.stream_max_age", Default: proto.DefaultRoomStreamMaxAge, Help: "how long PHX_ROOMS keeps a broadcast for gateways catching up after a NATS reconnect"},
+		{Key: "rooms.stream_max_bytes", Default: proto.DefaultRoomStreamMaxBytes, Help: "size bound of PHX_ROOMS in bytes; the oldest broadcasts go first"},
 		{Key: "rooms.store_timeout", Default: 2 * time.Second, Help: "timeout of each KV operation"},
 	}
 }
@@ -47,8 +51,17 @@ func Rules(v *viper.Viper) (rooms.Rules, error) {
 
 // StoreOptions reads the KV settings.
 func StoreOptions(v *viper.Viper) (rooms.StoreOptions, error) {
-	if err := svckit.Positive(v, "rooms.kv_replicas"); err != nil {
+	if err := svckit.Positive(v, "rooms.kv_replicas", "rooms.stream_max_bytes"); err != nil {
 		return rooms.StoreOptions{}, err
 	}
-	return rooms.StoreOptions{Replicas: v.GetInt("rooms.kv_replicas")}, nil
+	if v.GetDuration("rooms.stream_max_age") <= 0 {
+		return rooms.StoreOptions{}, fmt.Errorf("rooms.stream_max_age must be positive, got %s", v.GetString("rooms.stream_max_age"))
+	}
+	return rooms.StoreOptions{
+		Replicas: v.GetInt("rooms.kv_replicas"),
+		Stream: proto.RoomStreamOptions{
+			MaxAge:   v.GetDuration("rooms.stream_max_age"),
+			MaxBytes: v.GetInt64("rooms.stream_max_bytes"),
+		},
+	}, nil
 }

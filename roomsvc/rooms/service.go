@@ -28,7 +28,8 @@ type Options struct {
 	QueueGroup string
 	// Service is the name the gateway routes to; defaults to proto.ServiceRooms.
 	Service string
-	// StoreTimeout bounds each KV operation; default 2s.
+	// StoreTimeout bounds each KV operation and each broadcast (including
+	// its retries while a stream leader is elected); default 2s.
 	StoreTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -40,7 +41,7 @@ type Options struct {
 // Service answers joins, pushes and membership requests for rooms:* topics.
 type Service struct {
 	opts Options
-	subs proto.Subscriptions
+	subs *proto.Subscriptions
 }
 
 // Start subscribes the service to its subjects. Stop it with Drain.
@@ -78,8 +79,9 @@ func Start(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// Drain stops taking new requests and finishes the ones already received.
-func (s *Service) Drain() { s.subs.Drain() }
+// Drain stops taking new requests and returns once the ones already
+// received are answered, or ctx ends.
+func (s *Service) Drain(ctx context.Context) { s.subs.Drain(ctx) }
 
 func (s *Service) handleJoin(m *nats.Msg) {
 	var req proto.JoinRequest
@@ -159,8 +161,11 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 			}
 			b.Payload, _ = proto.Marshal(msg)
 		}
-		// Published before the reply, so the gateway's next push from this
-		// client (sent only after this reply) is broadcast after this one.
+		// Stored before the reply, so the gateway's next push from this
+		// client (sent only after this reply) is stored, and so delivered
+		// everywhere, after this one, whichever instance serves it. The
+		// stream's acknowledgement is also what makes the message safe
+		// from a NATS node failure.
 		if err := s.broadcast(req.Topic, b); err != nil {
 			return proto.Error("broadcast failed")
 		}
@@ -201,11 +206,9 @@ type newMsg struct {
 }
 
 func (s *Service) broadcast(topic string, b proto.Broadcast) error {
-	subject, err := proto.RoomSubject(topic)
-	if err == nil {
-		data, _ := proto.Marshal(b)
-		err = s.opts.Conn.Publish(subject, data)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	err := s.opts.Store.Broadcast(ctx, topic, b)
 	if err != nil {
 		s.opts.Logger.Error("broadcast failed", "topic", topic, "event", b.Event, "err", err)
 	}

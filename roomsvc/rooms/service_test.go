@@ -31,7 +31,7 @@ func startService(t *testing.T, storeDir string) (*nats.Conn, *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(svc.Drain)
+	t.Cleanup(func() { svc.Drain(context.Background()) })
 	return nc, st
 }
 

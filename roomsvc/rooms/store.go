@@ -27,7 +27,11 @@ const DefaultIgnoreBucket = "phx_user_ignores"
 // survive restarts and are shared by every roomsvc instance. Each membership
 // is one key, "<room>.<user>", both parts escaped with proto.EncodeKey, which
 // makes a membership check a single Get and a room's listing a filtered scan.
+//
+// The Store also publishes broadcasts into proto.RoomStream, which OpenStore
+// creates beside the buckets: all of roomsvc's JetStream state is here.
 type Store struct {
+	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	ignores jetstream.KeyValue
 }
@@ -40,10 +44,14 @@ type StoreOptions struct {
 	IgnoreBucket string
 	// Replicas is the bucket's replication factor: 1 on a single server,
 	// 3 on a NATS cluster so that memberships outlive a node. Default 1.
+	// The broadcast stream gets the same.
 	Replicas int
+	// Stream sizes proto.RoomStream; its Replicas is ignored.
+	Stream proto.RoomStreamOptions
 }
 
-// OpenStore creates the bucket if it does not exist and opens it.
+// OpenStore creates the KV buckets and proto.RoomStream where they do not
+// exist yet and opens them.
 func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (*Store, error) {
 	if opts.Bucket == "" {
 		opts.Bucket = DefaultBucket
@@ -72,7 +80,17 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.IgnoreBucket, err)
 	}
-	return &Store{kv: kv, ignores: ignores}, nil
+	opts.Stream.Replicas = opts.Replicas
+	if _, err := proto.EnsureRoomStream(ctx, js, opts.Stream); err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
+	return &Store{js: js, kv: kv, ignores: ignores}, nil
+}
+
+// Broadcast publishes b into topic and returns once proto.RoomStream has
+// stored it.
+func (s *Store) Broadcast(ctx context.Context, topic string, b proto.Broadcast) error {
+	return proto.PublishBroadcast(ctx, s.js, topic, b)
 }
 
 func memberKey(topic, user string) string {

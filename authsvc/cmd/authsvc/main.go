@@ -67,7 +67,7 @@ func runServe(args []string) int {
 			if err != nil {
 				return nil, nil, err
 			}
-			return ops.Handler(), func(context.Context) error { svc.Drain(); return nil }, nil
+			return ops.Handler(), func(ctx context.Context) error { svc.Drain(ctx); return nil }, nil
 		},
 	}, args, os.Stderr)
 }

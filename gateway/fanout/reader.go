@@ -1,0 +1,208 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/proto"
+)
+
+// reader reads one room from proto.RoomStream in stream order, exactly
+// once, across NATS failures: it remembers the stream sequence of the next
+// message it owes the room, and whenever its consumer may have lost
+// something (a reconnect, missed heartbeats, a gap in the consumer's own
+// sequence, the consumer gone with its NATS node) it replaces the consumer
+// with one that starts at that sequence.
+//
+// nats.go's ordered consumer does the same, but its recreation backs off
+// from 1s to 10s with 10s attempts, which turned a NATS node failure into a
+// ten-second silence in the fault tests; here attempts are short and
+// frequent, and a reconnect recreates at once.
+type reader struct {
+	js        jetstream.JetStream
+	subject   string
+	heartbeat time.Duration
+	deliver   func(data []byte)
+	onError   func(err error)
+
+	restart chan struct{} // buffered(1): a replacement is due
+	done    chan struct{} // closed by stop
+
+	mu   sync.Mutex
+	gen  int    // bumped by each new consumer; older deliveries are ignored
+	next uint64 // stream sequence of the next message to deliver
+	dseq uint64 // consumer sequence of the last message delivered
+	cons jetstream.Consumer
+	cc   jetstream.ConsumeContext
+}
+
+// Errors after which a consumer is replaced.
+var replaceOn = []error{
+	jetstream.ErrNoHeartbeat, jetstream.ErrConsumerDeleted, jetstream.ErrConsumerNotFound,
+	jetstream.ErrConsumerLeadershipChanged, nats.ErrNoResponders, errGap,
+}
+
+var errGap = errors.New("fanout: gap in the consumer's sequence")
+
+// start creates the first consumer at the stream's next sequence and
+// returns once it exists: a message stored from then on reaches deliver.
+func (rd *reader) start(ctx context.Context) error {
+	st, err := rd.js.Stream(ctx, proto.RoomStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return proto.ErrNoRoomStream
+	}
+	if err != nil {
+		return fmt.Errorf("fanout: stream %s: %w", proto.RoomStream, err)
+	}
+	rd.next = st.CachedInfo().State.LastSeq + 1
+	if err := rd.consume(ctx); err != nil {
+		return err
+	}
+	go rd.supervise()
+	return nil
+}
+
+// consume replaces the current consumer by one starting at rd.next.
+func (rd *reader) consume(ctx context.Context) error {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	rd.dropLocked()
+	cons, err := rd.js.CreateConsumer(ctx, proto.RoomStream, jetstream.ConsumerConfig{
+		FilterSubject: rd.subject,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   rd.next,
+		AckPolicy:     jetstream.AckNonePolicy,
+		// One reader, in memory, on one node: if that node dies the
+		// reader notices (heartbeats) and makes another.
+		Replicas:      1,
+		MemoryStorage: true,
+		// Left behind when this gateway loses NATS for good; the server
+		// removes it.
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("fanout: consumer for %s: %w", rd.subject, err)
+	}
+	rd.gen++
+	gen := rd.gen
+	rd.dseq = 0
+	cc, err := cons.Consume(func(m jetstream.Msg) { rd.receive(gen, m) },
+		jetstream.PullHeartbeat(rd.heartbeat),
+		jetstream.PullExpiry(max(30*time.Second, 3*rd.heartbeat)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			rd.mu.Lock()
+			stale := gen != rd.gen
+			rd.mu.Unlock()
+			if stale {
+				return
+			}
+			rd.onError(err)
+			for _, e := range replaceOn {
+				if errors.Is(err, e) {
+					rd.replace()
+					return
+				}
+			}
+		}))
+	if err != nil {
+		rd.deleteAsync(cons)
+		return fmt.Errorf("fanout: consume %s: %w", rd.subject, err)
+	}
+	rd.cons, rd.cc = cons, cc
+	return nil
+}
+
+func (rd *reader) receive(gen int, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	rd.mu.Lock()
+	if gen != rd.gen {
+		rd.mu.Unlock()
+		return
+	}
+	if meta.Sequence.Consumer != rd.dseq+1 {
+		// A message went to an inbox nobody listened to (during a
+		// reconnect): start again from the first one not delivered.
+		rd.mu.Unlock()
+		rd.onError(errGap)
+		rd.replace()
+		return
+	}
+	rd.dseq = meta.Sequence.Consumer
+	rd.next = meta.Sequence.Stream + 1
+	rd.mu.Unlock()
+	// The subscription calls this for one message at a time, so the
+	// room's order holds without holding the lock while delivering.
+	rd.deliver(m.Data())
+}
+
+// replace asks the supervisor for a new consumer.
+func (rd *reader) replace() {
+	select {
+	case rd.restart <- struct{}{}:
+	default: // one is already due
+	}
+}
+
+// supervise replaces the consumer when asked, retrying quickly: after a
+// node failure, the stream needs a few seconds to elect a leader, and
+// every attempt before that fails.
+func (rd *reader) supervise() {
+	for {
+		select {
+		case <-rd.done:
+			return
+		case <-rd.restart:
+		}
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := rd.consume(ctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			rd.onError(err)
+			select {
+			case <-rd.done:
+				return
+			case <-time.After(min(100*time.Millisecond<<min(attempt, 4), time.Second)):
+			}
+		}
+	}
+}
+
+// stop ends the reader and deletes its consumer.
+func (rd *reader) stop() {
+	close(rd.done)
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	rd.gen++
+	rd.dropLocked()
+}
+
+// dropLocked stops the current consumer and deletes it from the server
+// rather than leave it there until its inactivity threshold.
+func (rd *reader) dropLocked() {
+	if rd.cc != nil {
+		rd.cc.Stop()
+		rd.deleteAsync(rd.cons)
+		rd.cc, rd.cons = nil, nil
+	}
+}
+
+func (rd *reader) deleteAsync(cons jetstream.Consumer) {
+	name := cons.CachedInfo().Name
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = rd.js.DeleteConsumer(ctx, proto.RoomStream, name)
+	}()
+}
