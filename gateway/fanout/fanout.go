@@ -2,7 +2,7 @@
 // gateway.
 //
 // A Hub reads each room from the JetStream stream proto.RoomStream through
-// one ordered consumer, however many local sockets joined it: the first
+// one consumer, however many local sockets joined it: the first
 // local join creates it, the last leave stops it. Reading the stream rather
 // than a core subscription is what makes an acknowledged broadcast reach
 // every member: the consumer starts at a stream sequence, so a broadcast
@@ -59,7 +59,7 @@ type Options struct {
 	// Heartbeat is how often the NATS server proves a room's consumer is
 	// alive when the room is quiet; a consumer silent for two heartbeats
 	// (its NATS node died) is recreated where the last one stopped.
-	// Default 5s; a room idles at one small message per heartbeat.
+	// Default 2s; a quiet room costs one small message per heartbeat.
 	Heartbeat time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -96,7 +96,7 @@ func New(opts Options) (*Hub, error) {
 		return nil, errors.New("fanout: Options.Conn is required")
 	}
 	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 5 * time.Second
+		opts.Heartbeat = 2 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
