@@ -44,6 +44,7 @@ type common struct {
 	RunID       string
 	Heartbeat   time.Duration
 	Quiet       bool
+	CPUProfile  string
 	child       int // >0 in a child process (1-based)
 	noSpawn     bool
 }
@@ -64,6 +65,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.RunID, "run-id", "", "suffix that makes this run's topics unique (default random)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "heartbeat interval (phoenix.js: 30s)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of this load process (the first one) to this file")
 	fs.IntVar(&c.child, "child-index", 0, "internal: index of a child load process")
 }
 
@@ -216,7 +218,7 @@ func fetchToken(ctx context.Context, client *http.Client, u string) (string, err
 // each joining topicOf(i). It records connect (upgrade) and join latencies
 // in part. Sockets that fail are left nil and counted.
 func (c *common) dialJoin(ctx context.Context, part *Part, stats *phx.Stats, tokens []string, first, n int,
-	topicOf func(i int) string, onMsg func(*phx.Conn, *phx.Frame)) []*phx.Conn {
+	topicOf func(i int) string, onMsg func(*phx.Conn, *phx.Frame), poller *phx.Poller) []*phx.Conn {
 	conns := make([]*phx.Conn, n)
 	var next, done atomic.Int64
 	connH, joinH, totalH := part.hist("connect"), part.hist("join"), part.hist("connect_join")
@@ -238,7 +240,7 @@ func (c *common) dialJoin(ctx context.Context, part *Part, stats *phx.Stats, tok
 				t0 := time.Now()
 				conn, err := phx.Dial(ctx, phx.Options{
 					URL: c.URL, Token: tokens[k], SrcIP: c.srcIP(i), Heartbeat: c.Heartbeat,
-					OnMessage: onMsg, Stats: stats,
+					OnMessage: onMsg, Stats: stats, Poller: poller,
 				})
 				if err != nil {
 					part.add("connect_errors", 1)

@@ -62,7 +62,7 @@ func runEcho(ctx context.Context, e *echoCfg, co *coord) (*Result, error) {
 		return nil, err
 	}
 	e.logf("echo: joining %d clients", n)
-	conns := e.dialJoin(ctx, part, stats, tokens, first, n, topicOf, onMsg)
+	conns := e.dialJoin(ctx, part, stats, tokens, first, n, topicOf, onMsg, nil)
 	defer closeAll(conns, 64)
 	if err := co.barrier("joined"); err != nil {
 		return nil, err

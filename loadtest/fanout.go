@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -15,12 +16,14 @@ import (
 
 type fanoutCfg struct {
 	common
-	Subs     int
-	Msgs     int
-	Rate     float64
-	Window   int
-	BodySize int
-	Drain    time.Duration
+	Subs      int
+	Msgs      int
+	Rate      float64
+	Window    int
+	BodySize  int
+	Drain     time.Duration
+	Readers   int
+	ReadRound time.Duration
 }
 
 func (f *fanoutCfg) flags(fs *flag.FlagSet) {
@@ -30,6 +33,8 @@ func (f *fanoutCfg) flags(fs *flag.FlagSet) {
 	fs.Float64Var(&f.Rate, "rate", 10, "messages per second; 0: as fast as the window allows (saturated)")
 	fs.IntVar(&f.Window, "window", 0, "most messages not yet delivered to every local subscriber (0: 8 when --rate 0, unlimited otherwise)")
 	fs.IntVar(&f.BodySize, "body-size", 64, "bytes of the body (send timestamp and sequence number, padded)")
+	fs.IntVar(&f.Readers, "readers", runtime.NumCPU(), "goroutines reading the subscribers' sockets (epoll, one each)")
+	fs.DurationVar(&f.ReadRound, "read-round", 5*time.Millisecond, "each reader reads a socket at most once per round, so frames pile up and share reads (adds up to this much latency)")
 	fs.DurationVar(&f.Drain, "drain", 10*time.Second, "once all messages are sent, stop waiting when nothing arrived for this long (the rest counts as lost)")
 }
 
@@ -88,41 +93,60 @@ func runFanout(ctx context.Context, f *fanoutCfg, co *coord) (*Result, error) {
 	allLocal := make(chan struct{})
 	expectLocal := int64(n) * int64(f.Msgs)
 
+	// Each poller worker tallies what it reads and publishes the tallies
+	// once per round of reads: shared counters touched per delivery would
+	// bounce between cores millions of times a second.
+	tallies := make([]*fanTally, max(f.Readers, 1))
+	for i := range tallies {
+		tallies[i] = &fanTally{count: make([]int64, f.Msgs), first: make([]int64, f.Msgs), last: make([]int64, f.Msgs), lat: hist.New()}
+	}
 	onMsg := func(_ *phx.Conn, fr *phx.Frame) {
-		now := time.Now().UnixNano()
+		t := tallies[fr.Worker]
 		if !bytes.Equal(fr.Event, newMsgEvent) {
 			return
 		}
 		sentAt, seq, ok := parseBody(fr.Payload)
 		if !ok || seq < 0 || seq >= f.Msgs {
-			foreign.Add(1)
+			t.foreign++
 			return
 		}
-		lat.Record(now - sentAt)
-		c := count[seq].Add(1)
-		if c > localSubs {
-			dups.Add(1)
-			return
+		t.lat.Record(fr.At - sentAt)
+		if t.count[seq] == 0 {
+			t.touched = append(t.touched, seq)
+			t.first[seq] = fr.At
 		}
-		for {
-			cur := lastAt[seq].Load()
-			if cur >= now || lastAt[seq].CompareAndSwap(cur, now) {
-				break
+		t.count[seq]++
+		t.last[seq] = fr.At
+	}
+	publish := func(w int) {
+		t := tallies[w]
+		for _, seq := range t.touched {
+			k := t.count[seq]
+			now := count[seq].Add(k)
+			old := now - k
+			accepted := min(now, localSubs) - min(old, localSubs)
+			dups.Add(k - accepted)
+			atomicMax(&lastAt[seq], t.last[seq])
+			atomicMinNonZero(&firstAt[seq], t.first[seq])
+			if old < localSubs && now >= localSubs {
+				completed.Add(1)
 			}
-		}
-		for {
-			cur := firstAt[seq].Load()
-			if (cur != 0 && cur <= now) || firstAt[seq].CompareAndSwap(cur, now) {
-				break
+			if r := received.Add(accepted); accepted > 0 && r == expectLocal {
+				close(allLocal)
 			}
+			t.count[seq] = 0
 		}
-		if c == localSubs {
-			completed.Add(1)
-		}
-		if received.Add(1) == expectLocal {
-			close(allLocal)
+		t.touched = t.touched[:0]
+		if t.foreign > 0 {
+			foreign.Add(t.foreign)
+			t.foreign = 0
 		}
 	}
+	poller, err := phx.NewPoller(len(tallies), f.ReadRound, publish)
+	if err != nil {
+		return nil, err
+	}
+	defer poller.Close()
 
 	tokens, err := f.tokens(ctx, "fanout-"+f.RunID, first, n)
 	if err != nil {
@@ -130,7 +154,7 @@ func runFanout(ctx context.Context, f *fanoutCfg, co *coord) (*Result, error) {
 	}
 	f.logf("fanout: joining %d subscribers to %s", n, topic)
 	t0 := time.Now()
-	conns := f.dialJoin(ctx, part, stats, tokens, first, n, func(int) string { return topic }, onMsg)
+	conns := f.dialJoin(ctx, part, stats, tokens, first, n, func(int) string { return topic }, onMsg, poller)
 	part.span("join", t0, time.Now())
 	defer closeAll(conns, 64)
 
@@ -224,6 +248,9 @@ wait:
 	}
 	after, _ := sampleProc(f.PID)
 	part.add("load_cpu_ns", int64(selfCPU()-cpu0))
+	for _, t := range tallies {
+		lat.Merge(t.lat)
+	}
 	part.add("received", received.Load())
 	part.add("duplicates", dups.Load())
 	part.add("foreign", foreign.Load())
@@ -298,4 +325,29 @@ wait:
 	r.machineMetrics(before, after, float64(all.Counters["load_cpu_ns"])/1e9)
 	r.Errors = all.Errors
 	return r, nil
+}
+
+type fanTally struct {
+	count, first, last []int64 // per message, not yet published
+	touched            []int   // messages with a count
+	foreign            int64
+	lat                *hist.Hist
+}
+
+func atomicMax(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if cur >= v || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+func atomicMinNonZero(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if (cur != 0 && cur <= v) || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
 }

@@ -38,7 +38,7 @@ func runIdle(ctx context.Context, c *idleCfg, co *coord, before procSample) (*Re
 		return nil, err
 	}
 	start := time.Now()
-	conns := c.dialJoin(ctx, part, stats, tokens, first, n, topicOf, nil)
+	conns := c.dialJoin(ctx, part, stats, tokens, first, n, topicOf, nil, nil)
 	part.span("join", start, time.Now())
 	if err := co.barrier("joined"); err != nil {
 		closeAll(conns, 64)

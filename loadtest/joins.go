@@ -43,7 +43,7 @@ func runJoins(ctx context.Context, j *joinsCfg, co *coord) (*Result, error) {
 	before, _ := sampleProc(j.PID)
 	cpu0 := selfCPU()
 	start := time.Now()
-	conns := j.dialJoin(ctx, part, stats, tokens, first, n, topicOf, nil)
+	conns := j.dialJoin(ctx, part, stats, tokens, first, n, topicOf, nil, nil)
 	end := time.Now()
 	part.span("storm", start, end)
 	part.add("load_cpu_ns", int64(selfCPU()-cpu0))

@@ -122,6 +122,14 @@ func scenarioMain(name string, args []string) int {
 			return 2
 		}
 	}
+	if c.child == 0 {
+		stopProfile, err := startCPUProfile(c.CPUProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest:", err)
+			return 1
+		}
+		defer stopProfile()
+	}
 	co, err := newCoord(c, append([]string{name}, args...))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)

@@ -23,6 +23,8 @@ func baselineMain(args []string) int {
 	fs := flag.NewFlagSet("baseline-server", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:4700", "listen address (port 0 picks one; printed as LISTEN <addr> on stdout)")
 	queue := fs.Int("queue", 1024, "frames buffered per socket before it is closed as a slow consumer")
+	coalesce := fs.Bool("coalesce", true, "write all of a socket's queued frames with one syscall (false: one write per frame)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof here, e.g. 127.0.0.1:6060")
 	life := fs.Duration("max-lifetime", 2*time.Hour, "stop by itself after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -31,11 +33,17 @@ func baselineMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "baseline-server:", err)
 		return 2
 	}
+	stopPprof, err := servePprof(*pprofAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baseline-server: --pprof:", err)
+		return 2
+	}
+	defer stopPprof()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *life)
 	defer cancel()
-	err := baseline.Serve(ctx, baseline.Options{Addr: *addr, QueueLen: *queue}, func(s *baseline.Server) {
+	err = baseline.Serve(ctx, baseline.Options{Addr: *addr, QueueLen: *queue, Coalesce: *coalesce}, func(s *baseline.Server) {
 		fmt.Printf("LISTEN %s\n", s.Addr())
 		fmt.Fprintf(os.Stderr, "baseline-server: %s (pid %d)\n", s.URL(), os.Getpid())
 	})
@@ -44,6 +52,40 @@ func baselineMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// servePprof serves net/http/pprof on a loopback address ("": none).
+func servePprof(addr string) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	if err := loopbackOnly(addr); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+	return func() { _ = srv.Close() }, nil
+}
+
+// startCPUProfile profiles this process into path ("": no profile).
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := rpprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { rpprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func loopbackOnly(addr string) error {
@@ -113,18 +155,12 @@ func serveMain(args []string) int {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "serve:", err)
-			return 1
-		}
-		if err := rpprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "serve:", err)
-			return 1
-		}
-		defer func() { rpprof.StopCPUProfile(); f.Close() }()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 1
 	}
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *life)
@@ -136,20 +172,12 @@ func serveMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		return 1
 	}
-	if *pprofAddr != "" {
-		if err := loopbackOnly(*pprofAddr); err != nil {
-			fmt.Fprintln(os.Stderr, "serve: --pprof:", err)
-			return 2
-		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		srv := &http.Server{Addr: *pprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.ListenAndServe() }()
-		defer srv.Close()
+	stopPprof, err := servePprof(*pprofAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve: --pprof:", err)
+		return 2
 	}
+	defer stopPprof()
 	addr := strings.TrimPrefix(sys.URL(), "http://")
 	fmt.Printf("LISTEN %s\n", addr)
 	fmt.Fprintf(os.Stderr, "serve: ws://%s/socket/websocket (pid %d, nats %s, data %s)\n", addr, os.Getpid(), sys.NATSURL(), *dataDir)

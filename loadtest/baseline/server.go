@@ -7,9 +7,11 @@
 //
 // The design is the plainest one: per socket a reader goroutine and a writer
 // goroutine fed by a buffered channel; a broadcast is encoded once (JSON and
-// WebSocket framing, as a websocket.PreparedMessage) and offered to each
-// member's channel without blocking; a member whose channel is full is closed
-// with 1013, as the gateway does.
+// WebSocket framing: a server frame is the same bytes for every socket) and
+// offered to each member's channel without blocking; a member whose channel
+// is full is closed with 1013, as the gateway does. The writer takes
+// everything its channel holds and writes it with one syscall (Coalesce,
+// the default), or writes each frame on its own, the classic way.
 package baseline
 
 import (
@@ -30,6 +32,7 @@ import (
 // Server is a running baseline server.
 type Server struct {
 	queueLen int
+	coalesce bool
 	upgrader websocket.Upgrader
 	http     *http.Server
 	ln       net.Listener
@@ -51,7 +54,7 @@ type room struct {
 
 type conn struct {
 	ws     *websocket.Conn
-	send   chan *websocket.PreparedMessage
+	send   chan []byte // whole frames
 	once   sync.Once
 	closed chan struct{}
 }
@@ -62,6 +65,9 @@ type Options struct {
 	Addr string
 	// QueueLen is the frames buffered per socket; default 1024 (the gateway's default).
 	QueueLen int
+	// Coalesce writes every frame a socket's writer finds queued with one
+	// syscall; without it each frame is a write of its own.
+	Coalesce bool
 }
 
 // Start listens and serves /socket/websocket.
@@ -75,6 +81,7 @@ func Start(o Options) (*Server, error) {
 	}
 	s := &Server{
 		queueLen: o.QueueLen,
+		coalesce: o.Coalesce,
 		ln:       ln,
 		rooms:    make(map[string]*room),
 		upgrader: websocket.Upgrader{
@@ -124,7 +131,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	c := &conn{ws: ws, send: make(chan *websocket.PreparedMessage, s.queueLen), closed: make(chan struct{})}
+	c := &conn{ws: ws, send: make(chan []byte, s.queueLen), closed: make(chan struct{})}
 	s.conns.Add(1)
 	s.live.Store(c, struct{}{})
 	go s.writeLoop(c)
@@ -208,16 +215,13 @@ func (s *Server) broadcast(topic string, payload []byte) {
 	if r == nil {
 		return
 	}
-	b := make([]byte, 0, len(topic)+len(payload)+40)
+	b := make([]byte, 0, len(topic)+len(payload)+50)
 	b = append(b, `[null,null,`...)
 	b = strconv.AppendQuote(b, topic)
 	b = append(b, `,"new_msg",`...)
 	b = append(b, payload...)
 	b = append(b, ']')
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, b)
-	if err != nil {
-		return
-	}
+	pm := textFrame(b)
 	s.Broadcasts.Add(1)
 	var slow []*conn
 	n := 0
@@ -254,10 +258,7 @@ func (c *conn) reply(joinRef, ref, topic []byte, status string, response []byte)
 	b = append(b, `,"status":"`...)
 	b = append(b, status...)
 	b = append(b, `"}]`...)
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, b)
-	if err != nil {
-		return
-	}
+	pm := textFrame(b)
 	select {
 	case c.send <- pm:
 	case <-c.closed:
@@ -280,14 +281,48 @@ func (c *conn) sendClose(code int, text string) {
 	c.close()
 }
 
+// textFrame frames b as one unmasked, final text frame.
+func textFrame(b []byte) []byte {
+	n := len(b)
+	f := make([]byte, 0, n+10)
+	f = append(f, 0x81)
+	switch {
+	case n <= 125:
+		f = append(f, byte(n))
+	case n <= 0xFFFF:
+		f = append(f, 126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(f, b...)
+}
+
+// writeLoop writes frames straight to the connection: each Write holds
+// whole frames, and gorilla's own control frames (close) are one Write
+// too, so the two never interleave.
 func (s *Server) writeLoop(c *conn) {
+	nc := c.ws.NetConn()
+	var buf []byte
 	for {
 		select {
-		case pm := <-c.send:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := c.ws.WritePreparedMessage(pm); err != nil {
+		case f := <-c.send:
+			buf = append(buf[:0], f...)
+		more:
+			for s.coalesce && len(buf) < 256<<10 {
+				select {
+				case f := <-c.send:
+					buf = append(buf, f...)
+				default:
+					break more
+				}
+			}
+			_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := nc.Write(buf); err != nil {
 				c.close()
 				return
+			}
+			if cap(buf) > 64<<10 {
+				buf = nil
 			}
 		case <-c.closed:
 			return

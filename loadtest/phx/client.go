@@ -11,6 +11,7 @@ package phx
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,10 @@ type Frame struct {
 	Topic   []byte
 	Event   []byte
 	Payload []byte // raw JSON
+	// Worker is the Poller worker that read the frame (0 without a poller).
+	Worker int
+	// At is when the read that brought the frame returned (unix nanos).
+	At int64
 }
 
 // Reply is a decoded phx_reply.
@@ -81,6 +86,9 @@ type Options struct {
 	Stats *Stats
 	// ReadBufferSize and WriteBufferSize for gorilla (defaults 1024, 1024).
 	ReadBufferSize, WriteBufferSize int
+	// Poller, when set, reads the socket instead of a goroutine of its own;
+	// OnMessage then runs on the poller's worker.
+	Poller *Poller
 }
 
 var writePool sync.Pool
@@ -93,6 +101,16 @@ type Conn struct {
 
 	wmu  sync.Mutex
 	wbuf []byte
+
+	// With a Poller: the socket's own descriptor (gorilla's is closed), the
+	// bytes of a frame not yet complete, and fragments; only the worker
+	// touches pending, frag and in. fdClosed is guarded by wmu.
+	poll     *pollWorker
+	fd       int
+	fdClosed bool
+	pending  []byte
+	frag     []byte
+	in       Frame
 
 	ref atomic.Uint64
 
@@ -143,11 +161,19 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	c := &Conn{ws: ws, opts: o, stats: o.Stats, waiting: make(map[string]chan Reply), done: make(chan struct{})}
+	c := &Conn{ws: ws, opts: o, stats: o.Stats, waiting: make(map[string]chan Reply), done: make(chan struct{}), fd: -1}
 	if c.stats == nil {
 		c.stats = &Stats{}
 	}
-	go c.readLoop()
+	if o.Poller != nil {
+		if err := o.Poller.adopt(c, ws.NetConn()); err != nil {
+			_ = ws.Close()
+			return nil, err
+		}
+		c.ws = nil
+	} else {
+		go c.readLoop()
+	}
 	if o.Heartbeat >= 0 {
 		iv := o.Heartbeat
 		if iv == 0 {
@@ -200,9 +226,15 @@ func (c *Conn) send(joinRef, ref, topic, event string, payload []byte) error {
 	if cap(c.wbuf) > 4096 {
 		c.wbuf = nil
 	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return err
+	if c.poll != nil {
+		if err := c.writeFrameLocked(websocket.TextMessage, b); err != nil {
+			return err
+		}
+	} else {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			return err
+		}
 	}
 	c.stats.FramesOut.Add(1)
 	return nil
@@ -286,13 +318,25 @@ func (c *Conn) Close() {
 		c.hb.Stop()
 	}
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	if c.poll != nil {
+		_ = c.writeFrame(websocket.CloseMessage, msg)
+	} else {
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	}
 	select {
 	case <-c.done:
 	case <-time.After(500 * time.Millisecond):
 	}
-	_ = c.ws.Close()
+	c.closeConn()
 	<-c.done
+}
+
+func (c *Conn) closeConn() {
+	if c.poll != nil {
+		c.poll.release(c)
+	} else {
+		_ = c.ws.Close()
+	}
 }
 
 // Abort closes the TCP connection at once.
@@ -301,7 +345,7 @@ func (c *Conn) Abort() {
 	if c.hb != nil {
 		c.hb.Stop()
 	}
-	_ = c.ws.Close()
+	c.closeConn()
 	<-c.done
 }
 
@@ -312,7 +356,6 @@ var (
 )
 
 func (c *Conn) readLoop() {
-	defer close(c.done)
 	buf := make([]byte, 0, 512)
 	var f Frame
 	for {
@@ -321,18 +364,8 @@ func (c *Conn) readLoop() {
 		}
 		_, r, err := c.ws.NextReader()
 		if err != nil {
-			c.err = err
-			if !c.closing.Load() {
-				c.stats.Disconnects.Add(1)
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) && ce.Code == websocket.CloseTryAgainLater {
-					c.stats.SlowConsumerClose.Add(1)
-				}
-				c.stats.mu.Lock()
-				c.stats.LastDisconnect = err.Error()
-				c.stats.mu.Unlock()
-			}
 			_ = c.ws.Close()
+			c.finish(err)
 			return
 		}
 		buf, err = readAll(buf[:0], r)
@@ -340,34 +373,91 @@ func (c *Conn) readLoop() {
 			continue // the next NextReader returns the error
 		}
 		c.stats.FramesIn.Add(1)
-		if err := ParseFrame(buf, &f); err != nil {
-			c.stats.mu.Lock()
-			c.stats.LastDisconnect = "unparsable frame: " + err.Error()
-			c.stats.mu.Unlock()
-			continue
+		f.At = time.Now().UnixNano()
+		c.handle(buf, &f)
+	}
+}
+
+// finish records why the socket ended and closes done.
+func (c *Conn) finish(err error) {
+	c.err = err
+	if !c.closing.Load() {
+		c.stats.Disconnects.Add(1)
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code == websocket.CloseTryAgainLater {
+			c.stats.SlowConsumerClose.Add(1)
 		}
-		if bytes.Equal(f.Event, replyEvent) {
-			if bytes.Equal(f.Topic, phoenixTopic) {
-				c.stats.HeartbeatReplies.Add(1)
-				continue
-			}
-			if f.Ref != nil {
-				c.mu.Lock()
-				ch, ok := c.waiting[string(f.Ref)]
-				if ok {
-					delete(c.waiting, string(f.Ref))
-				}
-				c.mu.Unlock()
-				if ok {
-					ch <- parseReply(f.Payload)
-					continue
-				}
-			}
+		c.stats.mu.Lock()
+		c.stats.LastDisconnect = err.Error()
+		c.stats.mu.Unlock()
+	}
+	close(c.done)
+}
+
+// handle routes one frame: replies to their waiting call, the rest to
+// OnMessage.
+func (c *Conn) handle(buf []byte, f *Frame) {
+	if err := ParseFrame(buf, f); err != nil {
+		c.stats.mu.Lock()
+		c.stats.LastDisconnect = "unparsable frame: " + err.Error()
+		c.stats.mu.Unlock()
+		return
+	}
+	if bytes.Equal(f.Event, replyEvent) {
+		if bytes.Equal(f.Topic, phoenixTopic) {
+			c.stats.HeartbeatReplies.Add(1)
+			return
 		}
-		if c.opts.OnMessage != nil {
-			c.opts.OnMessage(c, &f)
+		if f.Ref != nil {
+			c.mu.Lock()
+			ch, ok := c.waiting[string(f.Ref)]
+			if ok {
+				delete(c.waiting, string(f.Ref))
+			}
+			c.mu.Unlock()
+			if ok {
+				ch <- parseReply(f.Payload)
+				return
+			}
 		}
 	}
+	if c.opts.OnMessage != nil {
+		c.opts.OnMessage(c, f)
+	}
+}
+
+// writeFrame writes one client frame on a polled socket.
+func (c *Conn) writeFrame(op int, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeFrameLocked(op, payload)
+}
+
+// writeFrameLocked frames payload with a zero mask key: RFC 6455 wants an
+// unpredictable key against cache poisoning through proxies, which a load
+// generator on loopback has no use for, and servers accept any key.
+func (c *Conn) writeFrameLocked(op int, payload []byte) error {
+	var hdr [14]byte
+	hdr[0] = 0x80 | byte(op)
+	n := len(payload)
+	hl := 2
+	switch {
+	case n <= 125:
+		hdr[1] = 0x80 | byte(n)
+	case n <= 0xFFFF:
+		hdr[1] = 0x80 | 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
+		hl = 4
+	default:
+		hdr[1] = 0x80 | 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
+		hl = 10
+	}
+	hl += 4 // the zero mask key
+	b := make([]byte, 0, hl+n)
+	b = append(b, hdr[:hl]...)
+	b = append(b, payload...)
+	return c.writeRaw(b)
 }
 
 func readAll(b []byte, r io.Reader) ([]byte, error) {
