@@ -83,6 +83,7 @@ type System struct {
 	conns    []*nats.Conn
 	auth     *auth.Service
 	rooms    *rooms.Service
+	store    *rooms.Store
 	gateway  *gateway.Gateway
 	http     *http.Server
 	listener net.Listener
@@ -159,11 +160,10 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := rooms.OpenStore(ctx, js, rooms.StoreOptions{})
-	if err != nil {
+	if s.store, err = rooms.OpenStore(ctx, js, rooms.StoreOptions{}); err != nil {
 		return nil, err
 	}
-	if s.rooms, err = rooms.Start(rooms.Options{Conn: rnc, Store: store, Rules: cfg.Rooms, Logger: s.log.With("svc", "roomsvc")}); err != nil {
+	if s.rooms, err = rooms.Start(rooms.Options{Conn: rnc, Store: s.store, Rules: cfg.Rooms, Logger: s.log.With("svc", "roomsvc")}); err != nil {
 		return nil, err
 	}
 
@@ -216,6 +216,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	if s.rooms != nil {
 		s.rooms.Drain(ctx)
+	}
+	if s.store != nil {
+		s.store.Close()
 	}
 	if s.auth != nil {
 		s.auth.Drain(ctx)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +35,7 @@ type Store struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	ignores jetstream.KeyValue
+	mirror  *ignoreMirror
 }
 
 // StoreOptions configure OpenStore.
@@ -84,8 +86,15 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if _, err := proto.EnsureRoomStream(ctx, js, opts.Stream); err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
 	}
-	return &Store{js: js, kv: kv, ignores: ignores}, nil
+	mirror, err := watchIgnores(ignores)
+	if err != nil {
+		return nil, fmt.Errorf("rooms: watch KV bucket %q: %w", opts.IgnoreBucket, err)
+	}
+	return &Store{js: js, kv: kv, ignores: ignores, mirror: mirror}, nil
 }
+
+// Close stops the Store's watch of the ignore lists.
+func (s *Store) Close() { s.mirror.stop() }
 
 // Broadcast publishes b into topic and returns once proto.RoomStream has
 // stored it.
@@ -166,8 +175,13 @@ func checkMember(topic, user string) error {
 	return nil
 }
 
-// Ignored returns the users that user ignores, sorted; none for "".
+// Ignored returns the users that user ignores, sorted; none for "". It
+// reads the in-memory mirror of the bucket once that has loaded (a join
+// then costs no KV round trip), the bucket before.
 func (s *Store) Ignored(ctx context.Context, user string) ([]string, error) {
+	if list, ok := s.mirror.get(user); ok {
+		return list, nil
+	}
 	list, _, err := s.ignored(ctx, user)
 	return list, err
 }
@@ -241,3 +255,70 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ignoreMirror is an in-memory copy of the ignore-list bucket, kept current
+// by a KV watch (which nats.go resumes by itself after a NATS failure). An
+// ignore list is a filter, not a permission, so the few milliseconds by
+// which a mirror may trail a change made through another roomsvc are
+// harmless; changes themselves still go to the bucket (compare-and-set in
+// SetIgnored). Memory: one entry per user with a non-empty list.
+type ignoreMirror struct {
+	w jetstream.KeyWatcher
+
+	mu    sync.RWMutex
+	lists map[string][]string
+	ready bool // the bucket's values at the start have all arrived
+}
+
+func watchIgnores(kv jetstream.KeyValue) (*ignoreMirror, error) {
+	// The watch lives as long as the Store, not as a request.
+	w, err := kv.WatchAll(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	m := &ignoreMirror{w: w, lists: make(map[string][]string)}
+	go m.run()
+	return m, nil
+}
+
+func (m *ignoreMirror) run() {
+	for e := range m.w.Updates() {
+		if e == nil { // the end of the initial values
+			m.mu.Lock()
+			m.ready = true
+			m.mu.Unlock()
+			continue
+		}
+		user, err := proto.DecodeKey(e.Key())
+		if err != nil {
+			continue // not written by us
+		}
+		var list []string
+		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &list) != nil {
+			continue
+		}
+		m.mu.Lock()
+		if len(list) == 0 {
+			delete(m.lists, user)
+		} else {
+			m.lists[user] = list
+		}
+		m.mu.Unlock()
+	}
+}
+
+// get returns user's list, and false while the mirror is still loading.
+// The list is shared: callers must not modify it.
+func (m *ignoreMirror) get(user string) ([]string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if !m.ready {
+		return nil, false
+	}
+	if list, ok := m.lists[user]; ok {
+		return list, true
+	}
+	return []string{}, true
+}
+
+func (m *ignoreMirror) stop() { _ = m.w.Stop() }

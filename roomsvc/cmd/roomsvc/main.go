@@ -69,5 +69,5 @@ func start(ctx context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	return ops.Handler(), func(ctx context.Context) error { svc.Drain(ctx); return nil }, nil
+	return ops.Handler(), func(ctx context.Context) error { svc.Drain(ctx); store.Close(); return nil }, nil
 }
