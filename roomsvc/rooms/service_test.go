@@ -18,6 +18,18 @@ func startService(t *testing.T, storeDir string) (*nats.Conn, *Store) {
 	t.Helper()
 	srv := natstest.Start(t, natstest.Options{StoreDir: storeDir})
 	nc := natstest.Connect(t, srv)
+	st := openStore(t, nc)
+	svc, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyLength: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Drain(context.Background()) })
+	return nc, st
+}
+
+// openStore opens roomsvc's Store on nc, closed by t.Cleanup.
+func openStore(t *testing.T, nc *nats.Conn) *Store {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -28,12 +40,8 @@ func startService(t *testing.T, storeDir string) (*nats.Conn, *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyLength: 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Drain(context.Background()) })
-	return nc, st
+	t.Cleanup(st.Close)
+	return st
 }
 
 func request[T any](t *testing.T, nc *nats.Conn, subject string, req any) T {
@@ -157,20 +165,7 @@ func TestMembershipSurvivesRestart(t *testing.T) {
 // changes made through any roomsvc instance.
 func TestIgnoreListMirror(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	open := func() *Store {
-		js, err := jetstream.New(natstest.Connect(t, srv))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st, err := OpenStore(ctx, js, StoreOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		return st
-	}
+	open := func() *Store { return openStore(t, natstest.Connect(t, srv)) }
 	a, b := open(), open() // two roomsvc instances
 	ctx := context.Background()
 	waitFor := func(st *Store, want []string) {
