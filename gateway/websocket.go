@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -36,21 +39,29 @@ const (
 const authTokenPrefix = "base64url.bearer.phx."
 
 // wsConn is one WebSocket client: a reader goroutine that feeds the session,
-// and a writer goroutine that exists only while frames are queued, so an idle
-// socket costs no writer stack.
+// and a writer only while frames are queued, so an idle socket costs no
+// writer stack. The writer is one of a few shared goroutines (writers), or,
+// while the client is slow to read, a goroutine of the socket's own.
 type wsConn struct {
 	g    *Gateway
 	ws   *websocket.Conn
+	raw  syscall.RawConn // nil when the connection is not a plain socket
 	ser  wire.Serializer
 	sess *session.Session
 
 	lastActive atomic.Int64 // unix nanos of the last frame in or out
-	// writeDeadline is the write deadline last set; only the writer
-	// goroutine touches it.
+	// writeDeadline is the write deadline last set; only the socket's
+	// writer touches it.
 	writeDeadline time.Time
 
-	mu      sync.Mutex
-	queue   []fanout.Frame
+	mu    sync.Mutex
+	queue []fanout.Frame
+	spare []fanout.Frame // the other half of queue while a writer works
+	pong  []byte         // a ping's payload to answer, nil when none
+	// writing: a writer owns the socket (it is on writers' list, being
+	// written, or has a goroutine of its own). Only the owner writes, so
+	// a write the client could take only in part is finished before
+	// anything else goes out.
 	writing bool
 	closing bool // no more frames are accepted
 	// closeCode/closeText are sent once the queue has drained (graceful close).
@@ -84,40 +95,261 @@ func (c *wsConn) Deliver(f fanout.Frame) {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 
-func (c *wsConn) writeLoop() {
-	// The writer swaps two slices with Deliver, so a busy socket appends
-	// broadcasts without allocating; small ones are kept for the next burst.
-	var spare []fanout.Frame
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		c.queue = spare
-		spare = nil
-		if len(batch) == 0 {
-			c.writing = false
-			code, text := c.closeCode, c.closeText
-			c.mu.Unlock()
-			if code != 0 {
-				c.sendClose(code, text)
-			}
-			return
-		}
+// startWriter hands a socket that has something to send to a writer.
+func (c *wsConn) startWriter() {
+	if c.raw != nil {
+		writers.add(c)
+		return
+	}
+	go c.writeLoop(nil)
+}
+
+// onPing queues the pong, so that it cannot land inside a batch the
+// client has taken only in part (gorilla's default handler writes at once).
+func (c *wsConn) onPing(data string) error {
+	c.mu.Lock()
+	if c.closing {
 		c.mu.Unlock()
-		if err := c.writeBatch(batch); err != nil {
-			c.mu.Lock()
-			c.closing, c.queue, c.writing = true, nil, false
-			c.mu.Unlock()
-			_ = c.ws.Close()
-			return
+		return nil
+	}
+	c.pong = []byte(data) // a newer ping's payload replaces an older one, as RFC 6455 allows
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		c.startWriter()
+	}
+	return nil
+}
+
+// onClose answers the client's close frame, as gorilla's default handler
+// does, unless a writer owns the socket: then the reply is left out rather
+// than written into the middle of a frame.
+func (c *wsConn) onClose(code int, _ string) error {
+	c.mu.Lock()
+	busy := c.writing
+	c.closing, c.writing, c.queue, c.pong = true, true, nil, nil
+	c.mu.Unlock()
+	if !busy {
+		msg := websocket.FormatCloseMessage(code, "")
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	}
+	return nil
+}
+
+// take swaps out what the writer is to send.
+func (c *wsConn) take() (batch []fanout.Frame, pong []byte) {
+	c.mu.Lock()
+	batch, pong = c.queue, c.pong
+	c.queue, c.spare, c.pong = c.spare, nil, nil
+	c.mu.Unlock()
+	return batch, pong
+}
+
+// release ends a writer's turn once everything taken is written. It
+// reports whether the writer must go on (more was queued meanwhile) or
+// send the close frame; after that the socket stays owned, since nothing
+// follows a close.
+func (c *wsConn) release(batch []fanout.Frame) (more, sendClose bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) > 0 || c.pong != nil {
+		if cap(batch) <= c.g.opts.SendQueueLen {
+			c.spare = batch[:0] // a busy socket appends without allocating
 		}
-		if cap(batch) <= 16 {
-			spare = batch[:0]
+		return true, false
+	}
+	if c.closeCode != 0 {
+		return false, true
+	}
+	if cap(c.queue) == 0 && cap(batch) <= 16 {
+		c.queue = batch[:0] // kept for the next burst: small, so idle sockets stay small
+	}
+	c.writing = false
+	return false, false
+}
+
+// fail ends a socket whose write failed.
+func (c *wsConn) fail() {
+	c.mu.Lock()
+	c.closing, c.queue, c.spare, c.pong = true, nil, nil, nil
+	c.mu.Unlock()
+	_ = c.ws.Close()
+}
+
+// writers is the gateway's shared write pool.
+//
+// A goroutine started per socket whenever its queue turns non-empty writes
+// as soon as it runs, usually a single frame, and its start and exit cost
+// about a tenth of the fan-out CPU. The pool instead works through the
+// sockets that have frames in turn, so while it writes to some, the
+// broadcasts that keep arriving pile up in the queues of the others: the
+// busier the gateway, the more frames each write syscall carries. A
+// socket is written without blocking; one that cannot take its whole
+// batch (a client slow to read) is finished on a goroutine of its own, so
+// it holds up no one.
+var writers writePool
+
+type writePool struct {
+	start sync.Once
+	mu    sync.Mutex
+	cond  sync.Cond
+	ready []*wsConn // sockets waiting for a writer, in order from head
+	head  int
+	idle  int // workers waiting on cond
+}
+
+// writePoolTake is how many sockets a worker takes off the list at once:
+// enough to make the lock cheap, few enough to share work among workers.
+const writePoolTake = 32
+
+func (p *writePool) add(c *wsConn) {
+	p.start.Do(func() {
+		p.cond.L = &p.mu
+		for range runtime.GOMAXPROCS(0) {
+			go p.work()
+		}
+	})
+	p.mu.Lock()
+	p.ready = append(p.ready, c)
+	if p.idle > 0 {
+		p.cond.Signal()
+	}
+	p.mu.Unlock()
+}
+
+func (p *writePool) work() {
+	var buf []byte
+	var mine []*wsConn
+	for {
+		p.mu.Lock()
+		for p.head == len(p.ready) {
+			if cap(p.ready) > 4096 {
+				p.ready = nil // a storm is over: do not keep its list
+			}
+			p.ready, p.head = p.ready[:0], 0
+			p.idle++
+			p.cond.Wait()
+			p.idle--
+		}
+		n := min(len(p.ready)-p.head, writePoolTake)
+		mine = append(mine[:0], p.ready[p.head:p.head+n]...)
+		clear(p.ready[p.head : p.head+n])
+		p.head += n
+		p.mu.Unlock()
+		for i, c := range mine {
+			buf = c.flush(buf)
+			mine[i] = nil
+		}
+		if cap(buf) > 2*maxWrite {
+			buf = nil
+		}
+	}
+}
+
+// flush writes what c has queued without blocking, using buf. Then c goes
+// back to the end of the pool's list if more was queued meanwhile, goes
+// idle, or, when the client did not take it all, continues on a goroutine
+// of its own.
+func (c *wsConn) flush(buf []byte) []byte {
+	batch, pong := c.take()
+	buf = buf[:0]
+	if pong != nil {
+		buf = appendControl(buf, websocket.PongMessage, pong)
+	}
+	for i := 0; i < len(batch) || len(buf) > 0; {
+		for i < len(batch) && len(buf) < maxWrite {
+			buf = appendFrame(buf, batch[i])
+			batch[i] = fanout.Frame{} // shared bytes: let them go once written
+			i++
+		}
+		n, err := c.tryWrite(buf)
+		if err != nil {
+			c.fail()
+			return buf
+		}
+		if n < len(buf) {
+			go c.writeLoop(&pendingWrite{bytes.Clone(buf[n:]), batch[i:]})
+			return buf
+		}
+		buf = buf[:0]
+	}
+	if len(batch) > 0 || pong != nil {
+		c.touch()
+	}
+	switch more, closeNow := c.release(batch); {
+	case more:
+		writers.add(c)
+	case closeNow:
+		go c.sendClose() // it may wait on the client; the pool does not
+	}
+	return buf
+}
+
+// tryWrite writes as much of b as the socket takes now, without waiting.
+func (c *wsConn) tryWrite(b []byte) (int, error) {
+	written := 0
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for written < len(b) {
+			n, err := syscall.Write(int(fd), b[written:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil && err != syscall.EAGAIN {
+				werr = err
+			}
+			if n <= 0 || err != nil {
+				break
+			}
+			written += n
+		}
+		return true // never wait for room here: a slow client gets its own goroutine
+	})
+	if err == nil {
+		err = werr
+	}
+	return written, err
+}
+
+// pendingWrite is what a client did not take at once: the rest of a
+// write, and the frames of the batch not yet framed.
+type pendingWrite struct {
+	data   []byte
+	frames []fanout.Frame
+}
+
+// writeLoop writes the socket from a goroutine of its own, with blocking
+// writes bounded by WriteTimeout, until its queue is empty: for a client
+// slow to read, and for connections that are not plain sockets.
+func (c *wsConn) writeLoop(p *pendingWrite) {
+	if p != nil {
+		if err := c.writeBatch(p.data, nil, p.frames); err != nil {
+			c.fail()
+			return
 		}
 		c.touch()
+	}
+	for {
+		batch, pong := c.take()
+		if len(batch) > 0 || pong != nil {
+			if err := c.writeBatch(nil, pong, batch); err != nil {
+				c.fail()
+				return
+			}
+			c.touch()
+		}
+		more, closeNow := c.release(batch)
+		if closeNow {
+			c.sendClose()
+		}
+		if !more {
+			return
+		}
 	}
 }
 
@@ -127,43 +359,32 @@ const maxWrite = 256 << 10
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-// writeBatch frames every queued message and writes them with as few
-// syscalls as possible (one for a typical batch) instead of one per frame,
-// which is what lets a broadcast reach thousands of sockets quickly.
+// writeBatch writes head (bytes already framed), the pong and every frame
+// of batch with blocking writes, as few as possible.
 //
-// It writes to the connection under gorilla, which is safe because each
-// Write holds whole frames: the only other writer, gorilla's own control
-// frames (pong, close reply), is one Write too, and the net.Conn keeps
-// concurrent Writes from interleaving. The server never masks frames and
-// the gateway does not negotiate compression, so the framing is RFC 6455's
-// plain header.
-func (c *wsConn) writeBatch(batch []fanout.Frame) error {
+// The server never masks frames and the gateway does not negotiate
+// compression, so the framing is RFC 6455's plain header, encoded here
+// rather than by gorilla, which writes one frame per call. gorilla still
+// writes the close frame (sendClose, onClose), but only when no batch is
+// in flight.
+func (c *wsConn) writeBatch(head, pong []byte, batch []fanout.Frame) error {
 	conn := c.ws.NetConn()
-	// Moving the deadline costs a timer update per call; under load only
-	// refresh it once half of WriteTimeout is used up. (gorilla moves it too
-	// when it answers a client's ping; phoenix.js and browsers send none.)
-	now := time.Now()
-	if c.writeDeadline.Sub(now) < c.g.opts.WriteTimeout/2 {
-		c.writeDeadline = now.Add(c.g.opts.WriteTimeout)
-		if err := conn.SetWriteDeadline(c.writeDeadline); err != nil {
-			return err
-		}
+	if err := c.refreshWriteDeadline(); err != nil {
+		return err
 	}
 	bp := writeBufs.Get().(*[]byte)
-	buf := (*bp)[:0]
+	buf := append((*bp)[:0], head...)
 	defer func() {
 		if cap(buf) <= maxWrite*2 {
 			*bp = buf[:0]
 			writeBufs.Put(bp)
 		}
 	}()
+	if pong != nil {
+		buf = appendControl(buf, websocket.PongMessage, pong)
+	}
 	for i, f := range batch {
-		op := byte(websocket.TextMessage)
-		if f.Binary {
-			op = websocket.BinaryMessage
-		}
-		buf = appendFrameHeader(buf, op, len(f.Data))
-		buf = append(buf, f.Data...)
+		buf = appendFrame(buf, f)
 		batch[i] = fanout.Frame{} // shared bytes: let them go once written
 		if len(buf) >= maxWrite {
 			if _, err := conn.Write(buf); err != nil {
@@ -178,6 +399,36 @@ func (c *wsConn) writeBatch(batch []fanout.Frame) error {
 		}
 	}
 	return nil
+}
+
+// refreshWriteDeadline moves the write deadline, which bounds the blocking
+// writes. Moving it costs a timer update, so under load it is only
+// refreshed once half of WriteTimeout is used up. Only the socket's writer
+// calls it.
+func (c *wsConn) refreshWriteDeadline() error {
+	now := time.Now()
+	if c.writeDeadline.Sub(now) >= c.g.opts.WriteTimeout/2 {
+		return nil
+	}
+	c.writeDeadline = now.Add(c.g.opts.WriteTimeout)
+	return c.ws.NetConn().SetWriteDeadline(c.writeDeadline)
+}
+
+// appendFrame appends f as one WebSocket frame.
+func appendFrame(dst []byte, f fanout.Frame) []byte {
+	op := byte(websocket.TextMessage)
+	if f.Binary {
+		op = websocket.BinaryMessage
+	}
+	dst = appendFrameHeader(dst, op, len(f.Data))
+	return append(dst, f.Data...)
+}
+
+// appendControl appends a control frame; RFC 6455 caps its payload at 125
+// bytes, which gorilla enforces on the pings it reads.
+func appendControl(dst []byte, op int, payload []byte) []byte {
+	dst = appendFrameHeader(dst, byte(op), len(payload))
+	return append(dst, payload...)
 }
 
 // appendFrameHeader appends an unmasked, final WebSocket frame header.
@@ -215,15 +466,17 @@ func (c *wsConn) closeWith(code int, text string, drop bool) {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 }
 
 // sendClose starts the closing handshake: the reader goroutine sees the
 // client's close frame (or the deadline) and closes the connection, so the
 // client reads our code rather than a reset.
-func (c *wsConn) sendClose(code int, text string) {
-	msg := websocket.FormatCloseMessage(code, text)
+func (c *wsConn) sendClose() {
+	c.mu.Lock()
+	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+	c.mu.Unlock()
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
 		_ = c.ws.Close()
 		return
@@ -295,6 +548,11 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &wsConn{g: g, ws: ws, ser: ser}
+	if sc, ok := ws.NetConn().(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	ws.SetPingHandler(c.onPing)
+	ws.SetCloseHandler(c.onClose)
 	c.touch()
 	c.sess = session.New(&g.sessionCfg, c, userID, g.nextConnID())
 	ws.SetReadLimit(g.opts.MaxFrameSize)
