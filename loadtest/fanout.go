@@ -57,11 +57,15 @@ var bodyKey = []byte(`"body":"`)
 
 // parseBody finds the send timestamp and sequence in a new_msg payload.
 func parseBody(p []byte) (sentAt int64, seq int, ok bool) {
-	i := bytes.Index(p, bodyKey)
-	if i < 0 {
-		return 0, 0, false
+	if len(p) > 0 && p[0] == '{' && bytes.HasPrefix(p[1:], bodyKey) {
+		p = p[1+len(bodyKey):] // as roomsvc and the baseline send it
+	} else {
+		i := bytes.Index(p, bodyKey)
+		if i < 0 {
+			return 0, 0, false
+		}
+		p = p[i+len(bodyKey):]
 	}
-	p = p[i+len(bodyKey):]
 	var n [2]int64
 	for k := 0; k < 2; k++ {
 		j := 0

@@ -493,7 +493,9 @@ func parseReply(p []byte) Reply {
 // ParseFrame parses a V2 text frame in place. Strings holding escapes are
 // not unescaped (the load tool's topics and events never hold any).
 func ParseFrame(b []byte, f *Frame) error {
-	b = bytes.TrimSpace(b)
+	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
+		b = bytes.TrimSpace(b) // servers send none; the check is for the rare one that does
+	}
 	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
 		return errors.New("not a JSON array")
 	}
@@ -506,12 +508,15 @@ func ParseFrame(b []byte, f *Frame) error {
 			*dst = nil
 			b = b[4:]
 		case len(b) > 0 && b[0] == '"':
-			end := 1
-			for end < len(b) && b[end] != '"' {
-				if b[end] == '\\' {
+			end := 1 + bytes.IndexByte(b[1:], '"')
+			if end == 0 || bytes.IndexByte(b[1:end], '\\') >= 0 {
+				end = 1 // absent, or escapes: go byte by byte
+				for end < len(b) && b[end] != '"' {
+					if b[end] == '\\' {
+						end++
+					}
 					end++
 				}
-				end++
 			}
 			if end >= len(b) {
 				return fmt.Errorf("field %d: unterminated string", i)
