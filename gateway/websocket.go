@@ -166,11 +166,24 @@ func (c *wsConn) release(batch []fanout.Frame) (more, sendClose bool) {
 	if c.closeCode != 0 {
 		return false, true
 	}
-	if cap(c.queue) == 0 && cap(batch) <= 16 {
-		c.queue = batch[:0] // kept for the next burst: small, so idle sockets stay small
+	if cap(c.queue) == 0 && cap(batch) <= c.g.opts.SendQueueLen {
+		// Kept for the next burst, so a busy socket that the writers
+		// catch up with does not grow a new queue each time; watchIdle
+		// drops it once the socket has been quiet for a while.
+		c.queue = batch[:0]
 	}
 	c.writing = false
 	return false, false
+}
+
+// trimQueue drops a large idle queue's storage, so a socket that was busy
+// once costs no more than any other while it is quiet.
+func (c *wsConn) trimQueue() {
+	c.mu.Lock()
+	if !c.writing && len(c.queue) == 0 && cap(c.queue) > 16 {
+		c.queue = nil
+	}
+	c.mu.Unlock()
 }
 
 // fail ends a socket whose write failed.
@@ -222,8 +235,19 @@ func (p *writePool) add(c *wsConn) {
 	p.mu.Unlock()
 }
 
+// poolWorker is one writer's state: its buffer, and the raw write
+// callback made once, since a closure made per write escapes to the heap.
+type poolWorker struct {
+	buf     []byte
+	out     []byte // what write is to send
+	written int
+	err     error
+	write   func(fd uintptr) bool
+}
+
 func (p *writePool) work() {
-	var buf []byte
+	w := &poolWorker{}
+	w.write = w.writeFD
 	var mine []*wsConn
 	for {
 		p.mu.Lock()
@@ -240,24 +264,32 @@ func (p *writePool) work() {
 		mine = append(mine[:0], p.ready[p.head:p.head+n]...)
 		clear(p.ready[p.head : p.head+n])
 		p.head += n
+		if p.head >= 1024 && p.head*2 >= len(p.ready) {
+			// Under steady load the list never empties: move the live
+			// part down rather than let append grow it without end.
+			k := copy(p.ready, p.ready[p.head:])
+			clear(p.ready[k:])
+			p.ready, p.head = p.ready[:k], 0
+		}
 		p.mu.Unlock()
 		for i, c := range mine {
-			buf = c.flush(buf)
+			c.flush(w)
 			mine[i] = nil
 		}
-		if cap(buf) > 2*maxWrite {
-			buf = nil
+		if cap(w.buf) > 2*maxWrite {
+			w.buf = nil
 		}
 	}
 }
 
-// flush writes what c has queued without blocking, using buf. Then c goes
-// back to the end of the pool's list if more was queued meanwhile, goes
-// idle, or, when the client did not take it all, continues on a goroutine
-// of its own.
-func (c *wsConn) flush(buf []byte) []byte {
+// flush writes what c has queued without blocking. Then c goes back to
+// the end of the pool's list if more was queued meanwhile, goes idle, or,
+// when the client did not take it all, continues on a goroutine of its
+// own.
+func (c *wsConn) flush(w *poolWorker) {
 	batch, pong := c.take()
-	buf = buf[:0]
+	buf := w.buf[:0]
+	defer func() { w.buf = buf }()
 	if pong != nil {
 		buf = appendControl(buf, websocket.PongMessage, pong)
 	}
@@ -267,14 +299,14 @@ func (c *wsConn) flush(buf []byte) []byte {
 			batch[i] = fanout.Frame{} // shared bytes: let them go once written
 			i++
 		}
-		n, err := c.tryWrite(buf)
+		n, err := w.tryWrite(c.raw, buf)
 		if err != nil {
 			c.fail()
-			return buf
+			return
 		}
 		if n < len(buf) {
 			go c.writeLoop(&pendingWrite{bytes.Clone(buf[n:]), batch[i:]})
-			return buf
+			return
 		}
 		buf = buf[:0]
 	}
@@ -287,33 +319,34 @@ func (c *wsConn) flush(buf []byte) []byte {
 	case closeNow:
 		go c.sendClose() // it may wait on the client; the pool does not
 	}
-	return buf
 }
 
 // tryWrite writes as much of b as the socket takes now, without waiting.
-func (c *wsConn) tryWrite(b []byte) (int, error) {
-	written := 0
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			n, err := syscall.Write(int(fd), b[written:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil && err != syscall.EAGAIN {
-				werr = err
-			}
-			if n <= 0 || err != nil {
-				break
-			}
-			written += n
-		}
-		return true // never wait for room here: a slow client gets its own goroutine
-	})
+func (w *poolWorker) tryWrite(raw syscall.RawConn, b []byte) (int, error) {
+	w.out, w.written, w.err = b, 0, nil
+	err := raw.Write(w.write)
 	if err == nil {
-		err = werr
+		err = w.err
 	}
-	return written, err
+	w.out = nil
+	return w.written, err
+}
+
+func (w *poolWorker) writeFD(fd uintptr) bool {
+	for w.written < len(w.out) {
+		n, err := syscall.Write(int(fd), w.out[w.written:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil && err != syscall.EAGAIN {
+			w.err = err
+		}
+		if n <= 0 || err != nil {
+			break
+		}
+		w.written += n
+	}
+	return true // never wait for room here: a slow client gets its own goroutine
 }
 
 // pendingWrite is what a client did not take at once: the rest of a
@@ -500,6 +533,7 @@ func (c *wsConn) watchIdle() (stop func() bool) {
 			c.abort(CloseIdle, "idle timeout")
 			return
 		}
+		c.trimQueue()
 		t.Reset(idle - since)
 	})
 	t.Reset(idle)
