@@ -19,6 +19,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -307,6 +308,11 @@ func (s *Server) writeLoop(c *conn) {
 		select {
 		case f := <-c.send:
 			buf = append(buf[:0], f...)
+			if s.coalesce {
+				// Let the broadcaster run first: woken by the first frame,
+				// the writer would otherwise find no second one.
+				runtime.Gosched()
+			}
 		more:
 			for s.coalesce && len(buf) < 256<<10 {
 				select {
