@@ -161,6 +161,9 @@ func (ls *lpSession) Skips(from string, excludeFrom bool) bool {
 	return ls.sess.Skips(from, excludeFrom)
 }
 
+// RoomLost implements fanout.Subscriber.
+func (ls *lpSession) RoomLost(topic string) { ls.sess.ChannelError(topic) }
+
 // Deliver implements fanout.Subscriber. It never blocks: when SendQueueLen
 // frames wait for a poll the session is closed as a slow consumer, and its
 // next poll gets 410, which makes phoenix.js reconnect and rejoin.

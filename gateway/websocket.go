@@ -75,6 +75,9 @@ func (c *wsConn) Serializer() wire.Serializer { return c.ser }
 // Skips implements fanout.Subscriber.
 func (c *wsConn) Skips(from string, excludeFrom bool) bool { return c.sess.Skips(from, excludeFrom) }
 
+// RoomLost implements fanout.Subscriber.
+func (c *wsConn) RoomLost(topic string) { c.sess.ChannelError(topic) }
+
 // Deliver implements fanout.Subscriber. It never blocks: when the queue is
 // full the socket is closed with CloseSlowConsumer.
 func (c *wsConn) Deliver(f fanout.Frame) {

@@ -50,6 +50,12 @@ type Subscriber interface {
 	// Skips reports whether a broadcast From a user must not reach this
 	// subscriber (its user ignores them, or excludeFrom and it is theirs).
 	Skips(from string, excludeFrom bool) bool
+	// RoomLost tells the subscriber that broadcasts of topic may have been
+	// missed (they left the stream before the gateway could read them):
+	// like a crashed Phoenix channel, it must end its channel with
+	// phx_error so that the client rejoins and catches up its own way. It
+	// is called without the Hub's locks held and may call Leave.
+	RoomLost(topic string)
 }
 
 // Options configure a Hub.
@@ -134,6 +140,7 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 				h.metrics.RoomConsumerErrors.Inc()
 				h.log.Warn("room consumer", "topic", topic, "err", err)
 			},
+			onGap:   func(from, to uint64) { h.lost(r, from, to) },
 			restart: make(chan struct{}, 1),
 			done:    make(chan struct{}),
 		}
@@ -210,6 +217,23 @@ func (h *Hub) watchReconnects(events chan nats.Status) {
 			}
 		}
 		h.mu.Unlock()
+	}
+}
+
+// lost tells every member of r that stream sequences from..to, which may
+// have held some of r's broadcasts, are gone.
+func (h *Hub) lost(r *room, from, to uint64) {
+	h.metrics.RoomGaps.Inc()
+	r.mu.RLock()
+	members := make([]Subscriber, 0, len(r.members))
+	for s := range r.members {
+		members = append(members, s)
+	}
+	r.mu.RUnlock()
+	h.log.Warn("room broadcasts lost before they could be read; members rejoin",
+		"topic", r.topic, "first_seq", from, "last_seq", to, "members", len(members))
+	for _, s := range members {
+		s.RoomLost(r.topic)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -25,9 +26,14 @@ type sink struct {
 	mu     sync.Mutex
 	frames []Frame
 	got    chan struct{}
+	lost   chan string
 }
 
-func newSink(ser wire.Serializer) *sink { return &sink{ser: ser, got: make(chan struct{}, 100)} }
+func newSink(ser wire.Serializer) *sink {
+	return &sink{ser: ser, got: make(chan struct{}, 100), lost: make(chan string, 10)}
+}
+
+func (s *sink) RoomLost(topic string) { s.lost <- topic }
 
 func (s *sink) Serializer() wire.Serializer    { return s.ser }
 func (s *sink) Skips(from string, _ bool) bool { return from == "ignored" }
@@ -131,6 +137,7 @@ type countSink struct{ n int }
 func (c *countSink) Serializer() wire.Serializer { return wire.V2 }
 func (c *countSink) Deliver(Frame)               { c.n++ }
 func (c *countSink) Skips(string, bool) bool     { return false }
+func (c *countSink) RoomLost(string)             {}
 
 func publish(t *testing.T, nc *nats.Conn, body string) {
 	t.Helper()
@@ -188,40 +195,83 @@ func TestJoinStartsAfterStoredMessages(t *testing.T) {
 // The room has had no message yet, so the consumer is recreated from the
 // sequence the join started at.
 func TestCatchUpAfterReconnect(t *testing.T) {
+	s := newSink(wire.V2)
+	want := []string{"a", "b", "c"}
+	whileAway(t, proto.RoomStreamOptions{}, s, func(pub *nats.Conn) {
+		for _, b := range want {
+			publish(t, pub, b)
+		}
+	})
+	if got := waitBodies(t, s, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("received %q, want %q", got, want)
+	}
+	select {
+	case topic := <-s.lost:
+		t.Fatalf("RoomLost(%s) although nothing left the stream", topic)
+	default:
+	}
+}
+
+// When what was published while the gateway was away has already left the
+// stream (its limits), the room's sockets are told, to rejoin, rather than
+// silently miss it; delivery goes on with what the stream still has.
+func TestGapBeyondRetention(t *testing.T) {
+	s := newSink(wire.V2)
+	whileAway(t, proto.RoomStreamOptions{MaxBytes: 2000}, s, func(pub *nats.Conn) {
+		for i := range 40 { // far more than 2000 bytes
+			publish(t, pub, fmt.Sprint(i))
+		}
+	})
+	select {
+	case topic := <-s.lost:
+		if topic != "rooms:lobby" {
+			t.Fatalf("RoomLost(%s)", topic)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no RoomLost after broadcasts left the stream unread")
+	}
+	// Delivery goes on, in order, with what the stream kept: the newest.
+	var got []string
+	for !slices.Contains(got, "39") {
+		got = waitBodies(t, s, 1)
+	}
+	if len(got) >= 40 || !slices.IsSortedFunc(got, func(a, b string) int { return atoi(a) - atoi(b) }) {
+		t.Fatalf("after the gap: %q, want the newest few in order", got)
+	}
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// whileAway joins s to rooms:lobby through a Hub whose NATS server then
+// restarts (same port and store), and runs away once the server is back but
+// before the Hub has reconnected: what away publishes reaches the Hub only
+// through its catch-up.
+func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pub *nats.Conn)) {
+	t.Helper()
 	dir := t.TempDir()
 	srv := natstest.Start(t, natstest.Options{StoreDir: dir})
 	port := srv.Addr().(*net.TCPAddr).Port
-	// A slow reconnect makes sure the publishes below happen while the
-	// hub's connection is still away.
+	// A slow reconnect keeps the hub away while away runs.
 	hnc := natstest.Connect(t, srv, nats.MaxReconnects(-1), nats.ReconnectWait(2*time.Second), nats.ReconnectJitter(0, 0))
 	js, err := jetstream.New(hnc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
+	if _, err := proto.EnsureRoomStream(context.Background(), js, opts); err != nil {
 		t.Fatal(err)
 	}
 	h, err := New(Options{Conn: hnc, Heartbeat: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSink(wire.V2)
 	if err := h.Join(context.Background(), "rooms:lobby", s); err != nil {
 		t.Fatal(err)
 	}
-
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	srv = natstest.Start(t, natstest.Options{StoreDir: dir, Port: port})
-	pub := natstest.Connect(t, srv)
-	want := []string{"a", "b", "c"}
-	for _, b := range want {
-		publish(t, pub, b)
-	}
+	away(natstest.Connect(t, srv))
 	if hnc.IsConnected() {
 		t.Fatal("the hub reconnected before the publishes; the test proves nothing")
-	}
-	if got := waitBodies(t, s, len(want)); !slices.Equal(got, want) {
-		t.Fatalf("received %q, want %q", got, want)
 	}
 }

@@ -30,6 +30,11 @@ type reader struct {
 	heartbeat time.Duration
 	deliver   func(data []byte)
 	onError   func(err error)
+	// onGap reports stream sequences from..to that the reader owed the
+	// room but the stream no longer holds (its limits removed them while
+	// the gateway could not read): it cannot tell whether they held this
+	// room's messages, so the room must assume so.
+	onGap func(from, to uint64)
 
 	restart chan struct{} // buffered(1): a replacement is due
 	done    chan struct{} // closed by stop
@@ -61,15 +66,17 @@ func (rd *reader) start(ctx context.Context) error {
 		return fmt.Errorf("fanout: stream %s: %w", proto.RoomStream, err)
 	}
 	rd.next = st.CachedInfo().State.LastSeq + 1
-	if err := rd.consume(ctx); err != nil {
+	if _, err := rd.consume(ctx); err != nil {
 		return err
 	}
 	go rd.supervise()
 	return nil
 }
 
-// consume replaces the current consumer by one starting at rd.next.
-func (rd *reader) consume(ctx context.Context) error {
+// consume replaces the current consumer by one starting at rd.next. If the
+// stream no longer holds rd.next, the consumer starts at its first message
+// and consume returns the sequences skipped.
+func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
 	rd.dropLocked()
@@ -87,7 +94,13 @@ func (rd *reader) consume(ctx context.Context) error {
 		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
-		return fmt.Errorf("fanout: consumer for %s: %w", rd.subject, err)
+		return gap, fmt.Errorf("fanout: consumer for %s: %w", rd.subject, err)
+	}
+	// The server starts a consumer at the stream's first message when the
+	// one asked for is gone, and reports it as already delivered.
+	if first := cons.CachedInfo().Delivered.Stream + 1; first > rd.next {
+		gap = [2]uint64{rd.next, first - 1}
+		rd.next = first
 	}
 	rd.gen++
 	gen := rd.gen
@@ -112,10 +125,10 @@ func (rd *reader) consume(ctx context.Context) error {
 		}))
 	if err != nil {
 		rd.deleteAsync(cons)
-		return fmt.Errorf("fanout: consume %s: %w", rd.subject, err)
+		return gap, fmt.Errorf("fanout: consume %s: %w", rd.subject, err)
 	}
 	rd.cons, rd.cc = cons, cc
-	return nil
+	return gap, nil
 }
 
 func (rd *reader) receive(gen int, m jetstream.Msg) {
@@ -164,9 +177,12 @@ func (rd *reader) supervise() {
 		}
 		for attempt := 0; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := rd.consume(ctx)
+			gap, err := rd.consume(ctx)
 			cancel()
 			if err == nil {
+				if gap[0] != 0 {
+					rd.onGap(gap[0], gap[1])
+				}
 				break
 			}
 			rd.onError(err)

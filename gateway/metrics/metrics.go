@@ -38,6 +38,9 @@ type Metrics struct {
 	// RoomConsumerErrors counts errors of the rooms' JetStream consumers
 	// (missed heartbeats, a reconnect), after which they are recreated.
 	RoomConsumerErrors prometheus.Counter
+	// RoomGaps counts rooms whose unread broadcasts left the stream (after
+	// a long NATS outage); their sockets got phx_error and rejoin.
+	RoomGaps prometheus.Counter
 	// RequestSeconds is the latency of NATS requests to services, by subject kind and outcome.
 	RequestSeconds *prometheus.HistogramVec
 }
@@ -74,13 +77,15 @@ func New() *Metrics {
 			Name: "phx_gateway_rooms", Help: "Rooms with a consumer of the room stream on this gateway."}),
 		RoomConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_room_consumer_errors_total", Help: "Room consumer errors (missed heartbeats, reconnects); the consumer is recreated after each."}),
+		RoomGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_room_gaps_total", Help: "Rooms whose unread broadcasts left the stream before the gateway read them; their sockets got phx_error."}),
 		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "phx_gateway_nats_request_seconds", Help: "Latency of NATS requests to services.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
 			[]string{"kind", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.Connections, m.ConnectsRefused, m.Joins, m.FramesIn, m.FramesOut,
-		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RoomConsumerErrors, m.RequestSeconds,
+		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RoomConsumerErrors, m.RoomGaps, m.RequestSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}

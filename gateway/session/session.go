@@ -158,7 +158,16 @@ func (s *Session) Close() {
 // channel: it leaves the room and sends phx_close with the channel's
 // join_ref, after which phoenix.js drops the channel without rejoining. It
 // reports whether the socket was joined. Safe to call from any goroutine.
-func (s *Session) Kick(topic string) bool {
+func (s *Session) Kick(topic string) bool { return s.end(topic, s.ser.AppendClose) }
+
+// ChannelError ends the socket's channel on topic as a crashed Phoenix
+// channel ends: it leaves the room and sends phx_error with the channel's
+// join_ref, after which phoenix.js rejoins (and the app's join callback
+// can fetch what it missed). It reports whether the socket was joined. Safe
+// to call from any goroutine.
+func (s *Session) ChannelError(topic string) bool { return s.end(topic, s.ser.AppendError) }
+
+func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bool, error)) bool {
 	s.mu.Lock()
 	joinRef, ok := s.channels[topic]
 	if ok {
@@ -169,7 +178,7 @@ func (s *Session) Kick(topic string) bool {
 		return false
 	}
 	s.cfg.Hub.Leave(topic, s.tr)
-	s.control(joinRef, topic, s.ser.AppendClose)
+	s.control(joinRef, topic, enc)
 	return true
 }
 
