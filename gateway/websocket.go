@@ -335,23 +335,6 @@ func (w *poolWorker) tryWrite(raw syscall.RawConn, b []byte) (int, error) {
 	return w.written, err
 }
 
-func (w *poolWorker) writeFD(fd uintptr) bool {
-	for w.written < len(w.out) {
-		n, err := syscall.Write(int(fd), w.out[w.written:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil && err != syscall.EAGAIN {
-			w.err = err
-		}
-		if n <= 0 || err != nil {
-			break
-		}
-		w.written += n
-	}
-	return true // never wait for room here: a slow client gets its own goroutine
-}
-
 // pendingWrite is what a client did not take at once: the rest of a
 // write, and the frames of the batch not yet framed.
 type pendingWrite struct {
@@ -585,9 +568,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &wsConn{g: g, ws: ws, ser: ser}
-	if sc, ok := ws.NetConn().(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
+	c.raw = rawConn(ws.NetConn())
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
 	c.touch()
