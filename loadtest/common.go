@@ -47,10 +47,11 @@ type common struct {
 	CPUProfile  string
 	child       int // >0 in a child process (1-based)
 	noSpawn     bool
+	urls        []string // URL split at commas
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:4000/socket/websocket", "socket endpoint (only 127.0.0.0/8 addresses are allowed)")
+	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:4000/socket/websocket", "socket endpoint (only 127.0.0.0/8 addresses are allowed); a comma-separated list spreads the connections over several gateways, connection i to the (i mod n)th")
 	fs.IntVar(&c.SrcIPs, "src-ips", 16, "spread connections over source addresses 127.0.0.1..127.0.0.N")
 	fs.IntVar(&c.Procs, "procs", 1, "load processes (each holds its share of the connections; use 2+ beyond ~19,000)")
 	fs.IntVar(&c.PID, "pid", 0, "server PID: report its RSS and CPU from /proc")
@@ -70,17 +71,20 @@ func (c *common) register(fs *flag.FlagSet) {
 }
 
 func (c *common) check() error {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("--url: %w", err)
-	}
-	host := u.Hostname()
-	ip := net.ParseIP(host)
-	if host == "localhost" {
-		ip = net.IPv4(127, 0, 0, 1)
-	}
-	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("--url must point at a loopback address (127.0.0.0/8 or localhost), got %q", host)
+	c.urls = strings.Split(c.URL, ",")
+	for _, raw := range c.urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		host := u.Hostname()
+		ip := net.ParseIP(host)
+		if host == "localhost" {
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+		if ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("--url must point at a loopback address (127.0.0.0/8 or localhost), got %q", host)
+		}
 	}
 	if c.SrcIPs < 1 || c.SrcIPs > 250 {
 		return fmt.Errorf("--src-ips must be 1..250")
@@ -97,6 +101,14 @@ func (c *common) check() error {
 		c.RunID = hex.EncodeToString(b)
 	}
 	return nil
+}
+
+// urlFor is the endpoint of connection i: the URLs in turn.
+func (c *common) urlFor(i int) string {
+	if len(c.urls) == 0 { // not checked (tests build common by hand)
+		return c.URL
+	}
+	return c.urls[i%len(c.urls)]
 }
 
 // srcIP is the source address of connection i: 127.0.0.(1 + i mod N).
@@ -160,7 +172,7 @@ func (c *common) tokens(ctx context.Context, prefix string, first, n int) ([]str
 		}
 		return out, nil
 	case "fetch":
-		u, _ := url.Parse(c.URL)
+		u, _ := url.Parse(c.urlFor(0))
 		base := "http://" + u.Host + "/token?user_id="
 		var next atomic.Int64
 		var firstErr error
@@ -239,7 +251,7 @@ func (c *common) dialJoin(ctx context.Context, part *Part, stats *phx.Stats, tok
 				i := first + k
 				t0 := time.Now()
 				conn, err := phx.Dial(ctx, phx.Options{
-					URL: c.URL, Token: tokens[k], SrcIP: c.srcIP(i), Heartbeat: c.Heartbeat,
+					URL: c.urlFor(i), Token: tokens[k], SrcIP: c.srcIP(i), Heartbeat: c.Heartbeat,
 					OnMessage: onMsg, Stats: stats, Poller: poller,
 				})
 				if err != nil {

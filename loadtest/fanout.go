@@ -167,7 +167,7 @@ func runFanout(ctx context.Context, f *fanoutCfg, co *coord) (*Result, error) {
 	var pub *phx.Conn
 	var pubJoinRef string
 	if f.child == 0 {
-		pub, err = phx.Dial(ctx, phx.Options{URL: f.URL, SrcIP: f.srcIP(f.Subs), Heartbeat: f.Heartbeat, Stats: &phx.Stats{}})
+		pub, err = phx.Dial(ctx, phx.Options{URL: f.urlFor(f.Subs), SrcIP: f.srcIP(f.Subs), Heartbeat: f.Heartbeat, Stats: &phx.Stats{}})
 		if err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
 		}
