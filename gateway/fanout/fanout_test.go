@@ -120,9 +120,9 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 
 func BenchmarkDispatch1000(b *testing.B) {
 	h, _ := newHub(b)
-	r := &room{topic: "rooms:lobby", members: map[Subscriber]struct{}{}}
+	r := &room{topic: "rooms:lobby", index: map[Subscriber]int{}}
 	for i := 0; i < 1000; i++ {
-		r.members[&countSink{}] = struct{}{}
+		r.add(&countSink{})
 	}
 	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
 	b.ReportAllocs()
@@ -273,5 +273,45 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pu
 	away(natstest.Connect(t, srv))
 	if hnc.IsConnected() {
 		t.Fatal("the hub reconnected before the publishes; the test proves nothing")
+	}
+}
+
+func TestRoomMembers(t *testing.T) {
+	subs := make([]*countSink, 5)
+	for i := range subs {
+		subs[i] = &countSink{}
+	}
+	for _, tc := range []struct {
+		name   string
+		add    []int
+		remove []int
+	}{
+		{"none removed", []int{0, 1, 2}, nil},
+		{"first", []int{0, 1, 2}, []int{0}},
+		{"last", []int{0, 1, 2}, []int{2}},
+		{"all", []int{0, 1, 2, 3, 4}, []int{3, 0, 4, 1, 2}},
+		{"twice", []int{0, 0, 1}, []int{1, 1}},
+		{"unknown", []int{0}, []int{4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &room{index: map[Subscriber]int{}}
+			want := map[Subscriber]bool{}
+			for _, i := range tc.add {
+				r.add(subs[i])
+				want[subs[i]] = true
+			}
+			for _, i := range tc.remove {
+				r.remove(subs[i])
+				delete(want, subs[i])
+			}
+			if len(r.members) != len(want) || len(r.index) != len(want) {
+				t.Fatalf("%d members, %d indexed, want %d", len(r.members), len(r.index), len(want))
+			}
+			for i, s := range r.members {
+				if !want[s] || r.index[s] != i {
+					t.Fatalf("member %d: wanted %v, indexed at %d", i, want[s], r.index[s])
+				}
+			}
+		})
 	}
 }
