@@ -246,11 +246,12 @@ func TestNATSNodeKilled(t *testing.T) {
 	}
 	// When the victim led the room stream, nothing is stored (so nothing
 	// is acknowledged) until the others elect a new leader, 4-5s here
-	// (JetStream's election timeouts); messages sent meanwhile are
-	// delayed or refused, never lost.
+	// (JetStream's election timeouts; the membership stream's took up to
+	// 7.3s), so the bound leaves room for a slower machine; messages sent
+	// meanwhile are delayed or refused, never lost.
 	t.Logf("room stream PHX_ROOMS was led by %s (victim %s)", roomsLeader, victim.name)
-	if resumed < 0 || resumed > 10*time.Second {
-		t.Errorf("chat did not resume within 10s of the kill (resumed %v)", resumed)
+	if resumed < 0 || resumed > 15*time.Second {
+		t.Errorf("chat did not resume within 15s of the kill (resumed %v)", resumed)
 	}
 }
 
