@@ -482,7 +482,8 @@ func TestJoinThenBroadcast(t *testing.T) {
 	startNATS(t, c, 3)
 	c.startRoomsvc(c.seeds())
 	c.startAuthsvc(c.seeds())
-	gw := c.startGateway("gw-a", c.seeds(c.nats[0])) // on n1 only
+	// On n1 only; every join must start a new consumer, so none lingers.
+	gw := c.startGateway("gw-a", c.seeds(c.nats[0]), "--gateway-room-linger", "0s")
 	c.warmUp()
 	const tries = 100
 	run := func(publisher *natsNode) (lost int) {

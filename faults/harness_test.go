@@ -511,12 +511,12 @@ func (c *cluster) startAuthsvc(seeds string) *service {
 // startGateway starts a gateway named name (gw-a, gw-b) on seeds, with the
 // development login and a 2s request timeout (a lost request becomes an
 // error reply after 2s rather than 5s, which keeps the tests short).
-func (c *cluster) startGateway(name, seeds string) *service {
+func (c *cluster) startGateway(name, seeds string, extra ...string) *service {
 	c.t.Helper()
 	s := &service{name: name}
-	s.proc = startProc(c.t, name, bin(c.t, "gateway"), []string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
+	s.proc = startProc(c.t, name, bin(c.t, "gateway"), append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
 		"--gateway-name", name, "--gateway-dev-login", "--gateway-request-timeout", "2s",
-		"--gateway-assets-dir", filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")})
+		"--gateway-assets-dir", filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")}, extra...))
 	s.addr = logField(c.t, s.proc, "serving", "addr", 20*time.Second)
 	waitHTTP(c.t, s.proc, s.url()+"/readyz", 10*time.Second)
 	c.gateways = append(c.gateways, s)

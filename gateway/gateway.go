@@ -60,6 +60,11 @@ type Options struct {
 	// recreated where it stopped. Each room on the gateway costs one small
 	// message per heartbeat. Default 2s.
 	RoomHeartbeat time.Duration
+	// RoomLinger keeps a room's consumer running this long after the
+	// gateway's last socket in the room left, so that sockets rejoining
+	// soon (phoenix.js after a network blip) find it running. Default 30s;
+	// negative: stop with the last leave.
+	RoomLinger time.Duration
 	// MaxChannels bounds the topics one socket joins; default 100 (Phoenix's).
 	MaxChannels int
 	// RateLimit is the most frames per second one socket may send, with
@@ -139,6 +144,7 @@ func New(opts Options) (*Gateway, error) {
 	setDefault(&opts.MaxFrameSize, 1<<20)
 	setDefault(&opts.MaxChannels, 100)
 	setDefault(&opts.RoomHeartbeat, 2*time.Second)
+	setDefault(&opts.RoomLinger, 30*time.Second)
 	setDefault(&opts.LongPollWindow, DefaultLongPollWindow)
 	setDefault(&opts.RateLimit, 1000)
 	if opts.RateLimit < 0 {
@@ -160,7 +166,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.lp.window.Store(int64(opts.LongPollWindow))
-	if g.hub, err = fanout.New(fanout.Options{Conn: opts.Conn, Heartbeat: opts.RoomHeartbeat, Logger: g.log, Metrics: g.metrics}); err != nil {
+	if g.hub, err = fanout.New(fanout.Options{Conn: opts.Conn, Heartbeat: opts.RoomHeartbeat, Linger: max(opts.RoomLinger, 0), Logger: g.log, Metrics: g.metrics}); err != nil {
 		return nil, err
 	}
 	g.sessionCfg = session.Config{

@@ -409,7 +409,8 @@ func TestLongPollBadPosts(t *testing.T) {
 
 // A session that is not polled for 1.5 windows is closed and leaves its rooms.
 func TestLongPollExpiry(t *testing.T) {
-	s := startSystem(t, nil)
+	// No linger: the room gauge then shows the session has left its room.
+	s := startSystem(t, func(c *Config) { c.Gateway.RoomLinger = -1 })
 	s.Gateway().SetLongPollWindow(200 * time.Millisecond)
 	lp := lpOpen(t, s.URL(), nil)
 	lp.join("rooms:lobby", "1")

@@ -24,6 +24,7 @@ func Defaults() gateway.Options {
 		MaxFrameSize:   1 << 20,
 		MaxChannels:    100,
 		RoomHeartbeat:  2 * time.Second,
+		RoomLinger:     30 * time.Second,
 		RateLimit:      1000,
 		RateBurst:      1000,
 		LongPollWindow: 10 * time.Second,
@@ -43,6 +44,7 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.max_frame_size", Default: int(d.MaxFrameSize), Help: "largest client frame in bytes"},
 		{Key: "gateway.max_channels", Default: d.MaxChannels, Help: "topics one socket may join"},
 		{Key: "gateway.room_heartbeat", Default: d.RoomHeartbeat, Help: "heartbeat of each room's stream consumer; a consumer silent for two is recreated"},
+		{Key: "gateway.room_linger", Default: d.RoomLinger, Help: "keep a room's stream consumer this long after the last local socket left (0: stop at once)"},
 		{Key: "gateway.rate_limit", Default: d.RateLimit, Help: "frames per second one socket may send (heartbeats exempt; -1: no limit)"},
 		{Key: "gateway.rate_burst", Default: d.RateBurst, Help: "burst of frames above the rate"},
 		{Key: "gateway.longpoll_window", Default: d.LongPollWindow, Help: "how long a long-poll request waits for messages"},
@@ -56,6 +58,10 @@ func Options(v *viper.Viper) (gateway.Options, error) {
 	if err := svckit.Positive(v, "gateway.send_queue", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
 		return gateway.Options{}, err
 	}
+	linger := v.GetDuration("gateway.room_linger")
+	if linger == 0 {
+		linger = -1 // 0 in the configuration means none; in Options, the default
+	}
 	return gateway.Options{
 		Name:           v.GetString("gateway.name"),
 		AllowAnonymous: v.GetBool("gateway.allow_anonymous"),
@@ -66,6 +72,7 @@ func Options(v *viper.Viper) (gateway.Options, error) {
 		MaxFrameSize:   v.GetInt64("gateway.max_frame_size"),
 		MaxChannels:    v.GetInt("gateway.max_channels"),
 		RoomHeartbeat:  v.GetDuration("gateway.room_heartbeat"),
+		RoomLinger:     linger,
 		RateLimit:      v.GetFloat64("gateway.rate_limit"),
 		RateBurst:      v.GetInt("gateway.rate_burst"),
 		LongPollWindow: v.GetDuration("gateway.longpoll_window"),

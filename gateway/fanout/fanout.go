@@ -68,6 +68,12 @@ type Options struct {
 	// (its NATS node died) is recreated where the last one stopped.
 	// Default 2s; a quiet room costs one small message per heartbeat.
 	Heartbeat time.Duration
+	// Linger keeps a room's consumer this long after its last local
+	// member left, so that a socket that reconnects and rejoins (phoenix.js
+	// after a network blip, a page reload) finds it running instead of
+	// costing a new consumer, which on a NATS cluster goes through the
+	// JetStream meta leader. Zero stops it with the last leave.
+	Linger time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics defaults to a fresh metrics.New().
@@ -92,6 +98,9 @@ type room struct {
 	ready chan struct{}
 	err   error
 	rd    *reader
+	// linger, while set, ends the room unless a member joins first.
+	// Guarded by Hub.mu.
+	linger *time.Timer
 
 	mu sync.RWMutex
 	// members in a slice, because dispatch walks it for every broadcast
@@ -156,6 +165,10 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	}
 	h.mu.Lock()
 	r := h.rooms[topic]
+	if r != nil && r.linger != nil {
+		r.linger.Stop()
+		r.linger = nil
+	}
 	if r == nil {
 		r = &room{topic: topic, ready: make(chan struct{}), index: make(map[Subscriber]int)}
 		h.rooms[topic] = r
@@ -197,8 +210,9 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	}
 }
 
-// Leave removes s from topic's room, stopping the room's consumer when it
-// was the last local member. Leaving a room one is not in does nothing.
+// Leave removes s from topic's room; the room's consumer stops Linger
+// after the last local member left. Leaving a room one is not in does
+// nothing.
 func (h *Hub) Leave(topic string, s Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -210,11 +224,45 @@ func (h *Hub) Leave(topic string, s Subscriber) {
 	r.remove(s)
 	empty := len(r.members) == 0
 	r.mu.Unlock()
-	if empty {
-		delete(h.rooms, topic)
-		h.metrics.Rooms.Dec()
-		go h.stop(r)
+	if !empty {
+		return
 	}
+	failed := false
+	select {
+	case <-r.ready:
+		failed = r.err != nil // the next join must try again
+	default:
+	}
+	if h.opts.Linger > 0 && !failed {
+		if r.linger == nil {
+			r.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(r) })
+		}
+		return
+	}
+	h.drop(r)
+}
+
+// expire ends r if it is still without members when its linger is over.
+func (h *Hub) expire(r *room) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rooms[r.topic] != r || r.linger == nil {
+		return // rejoined, or already gone
+	}
+	r.linger = nil
+	r.mu.RLock()
+	empty := len(r.members) == 0
+	r.mu.RUnlock()
+	if empty {
+		h.drop(r)
+	}
+}
+
+// drop removes r and stops its consumer. h.mu is held.
+func (h *Hub) drop(r *room) {
+	delete(h.rooms, r.topic)
+	h.metrics.Rooms.Dec()
+	go h.stop(r)
 }
 
 // stop ends r's reader once it has started.
@@ -261,7 +309,8 @@ func (h *Hub) lost(r *room, from, to uint64) {
 	}
 }
 
-// Rooms returns the number of rooms with a consumer.
+// Rooms returns the number of rooms with a consumer, lingering ones
+// included.
 func (h *Hub) Rooms() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -57,7 +57,9 @@ func (s *sink) wait(t *testing.T) Frame {
 }
 
 // newHub starts a NATS server with the room stream and a Hub on it.
-func newHub(t testing.TB) (*Hub, *nats.Conn) {
+func newHub(t testing.TB) (*Hub, *nats.Conn) { return newHubLinger(t, 0) }
+
+func newHubLinger(t testing.TB, linger time.Duration) (*Hub, *nats.Conn) {
 	t.Helper()
 	srv := natstest.Start(t, natstest.Options{})
 	nc := natstest.Connect(t, srv)
@@ -68,7 +70,7 @@ func newHub(t testing.TB) (*Hub, *nats.Conn) {
 	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Options{Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, err := New(Options{Conn: nc, Linger: linger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,5 +315,48 @@ func TestRoomMembers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A room outlives its last member by Linger: a member rejoining within it
+// finds the same consumer (and gets what is stored after its join); after
+// it, the room is gone.
+func TestLinger(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	h, pub := newHubLinger(t, linger)
+	ctx := context.Background()
+	a := newSink(wire.V2)
+	if err := h.Join(ctx, "rooms:lobby", a); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	first := h.rooms["rooms:lobby"]
+	h.mu.Unlock()
+	h.Leave("rooms:lobby", a)
+	if h.Rooms() != 1 {
+		t.Fatalf("rooms = %d right after the last leave, want the lingering one", h.Rooms())
+	}
+	b := newSink(wire.V2)
+	if err := h.Join(ctx, "rooms:lobby", b); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	same := h.rooms["rooms:lobby"] == first
+	h.mu.Unlock()
+	if !same {
+		t.Fatal("a rejoin within the linger started a new room")
+	}
+	time.Sleep(2 * linger) // the stopped linger must not end the room
+	publish(t, pub, "after rejoin")
+	if got := waitBodies(t, b, 1); !slices.Equal(got, []string{"after rejoin"}) {
+		t.Fatalf("rejoined member got %q", got)
+	}
+	h.Leave("rooms:lobby", b)
+	deadline := time.Now().Add(5 * time.Second)
+	for h.Rooms() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the room outlived its linger")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
