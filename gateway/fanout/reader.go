@@ -53,7 +53,10 @@ var replaceOn = []error{
 	jetstream.ErrConsumerLeadershipChanged, nats.ErrNoResponders, errGap,
 }
 
-var errGap = errors.New("fanout: gap in the consumer's sequence")
+var (
+	errGap     = errors.New("fanout: gap in the consumer's sequence")
+	errStopped = errors.New("fanout: room reader stopped")
+)
 
 // start creates the first consumer at the stream's next sequence and
 // returns once it exists: a message stored from then on reaches deliver.
@@ -79,6 +82,13 @@ func (rd *reader) start(ctx context.Context) error {
 func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
+	select {
+	case <-rd.done:
+		// stopped while this attempt waited for the lock: a consumer made
+		// now would never be stopped
+		return gap, errStopped
+	default:
+	}
 	rd.dropLocked()
 	cons, err := rd.js.CreateConsumer(ctx, proto.RoomStream, jetstream.ConsumerConfig{
 		FilterSubject: rd.subject,
@@ -184,6 +194,9 @@ func (rd *reader) supervise() {
 					rd.onGap(gap[0], gap[1])
 				}
 				break
+			}
+			if errors.Is(err, errStopped) {
+				return
 			}
 			rd.onError(err)
 			select {
