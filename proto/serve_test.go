@@ -1,0 +1,64 @@
+package proto
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/proto/natstest"
+)
+
+// Requests are handled concurrently (one waiting on another does not
+// deadlock), and Drain returns only once the requests received are
+// answered.
+func TestServeConcurrentAndDrain(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	second := make(chan struct{})
+	var answered atomic.Int32
+	subs, err := Serve(nc, "q", map[string]nats.MsgHandler{
+		"svc.first": func(m *nats.Msg) {
+			// Answerable only if svc.second runs meanwhile.
+			select {
+			case <-second:
+			case <-time.After(5 * time.Second):
+			}
+			time.Sleep(200 * time.Millisecond) // still running when Drain starts
+			answered.Add(1)
+			Respond(m, map[string]string{"ok": "first"}, log)
+		},
+		"svc.second": func(m *nats.Msg) {
+			close(second)
+			answered.Add(1)
+			Respond(m, map[string]string{"ok": "second"}, log)
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := nc.Request("svc.first", nil, 10*time.Second)
+		first <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // svc.first is waiting
+	// Handled one at a time, this would wait for the first, which waits
+	// for it: the request would time out.
+	if _, err := nc.Request("svc.second", nil, 2*time.Second); err != nil {
+		t.Fatalf("second request while the first waits: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subs.Drain(ctx)
+	if n := answered.Load(); n != 2 {
+		t.Fatalf("Drain returned with %d of 2 requests answered", n)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first request: %v", err)
+	}
+}
