@@ -21,9 +21,17 @@ func TestServeConcurrentAndDrain(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	second := make(chan struct{})
 	var answered atomic.Int32
+	// One subject: each subscription has a goroutine of its own in nats.go,
+	// so only two requests on the same subject show Serve's concurrency.
 	subs, err := Serve(nc, "q", map[string]nats.MsgHandler{
-		"svc.first": func(m *nats.Msg) {
-			// Answerable only if svc.second runs meanwhile.
+		"svc.x": func(m *nats.Msg) {
+			if string(m.Data) == "second" {
+				close(second)
+				answered.Add(1)
+				Respond(m, map[string]string{"ok": "second"}, log)
+				return
+			}
+			// Answerable only if the second request runs meanwhile.
 			select {
 			case <-second:
 			case <-time.After(5 * time.Second):
@@ -32,24 +40,19 @@ func TestServeConcurrentAndDrain(t *testing.T) {
 			answered.Add(1)
 			Respond(m, map[string]string{"ok": "first"}, log)
 		},
-		"svc.second": func(m *nats.Msg) {
-			close(second)
-			answered.Add(1)
-			Respond(m, map[string]string{"ok": "second"}, log)
-		},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := make(chan error, 1)
 	go func() {
-		_, err := nc.Request("svc.first", nil, 10*time.Second)
+		_, err := nc.Request("svc.x", []byte("first"), 10*time.Second)
 		first <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // svc.first is waiting
+	time.Sleep(50 * time.Millisecond) // the first is waiting
 	// Handled one at a time, this would wait for the first, which waits
 	// for it: the request would time out.
-	if _, err := nc.Request("svc.second", nil, 2*time.Second); err != nil {
+	if _, err := nc.Request("svc.x", []byte("second"), 2*time.Second); err != nil {
 		t.Fatalf("second request while the first waits: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
