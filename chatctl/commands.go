@@ -165,7 +165,7 @@ func cmdPublish(cfg config, args []string, stdout io.Writer) error {
 	defer cancel()
 	if err := proto.Publish(ctx, c.nc, topic, event, json.RawMessage(payload)); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("NATS did not confirm the publish to %s within %s (timeout)", topic, c.timeout)
+			return fmt.Errorf("the room stream did not confirm the publish to %s within %s (timeout)", topic, c.timeout)
 		}
 		return fmt.Errorf("publish to %s: %v", topic, err)
 	}

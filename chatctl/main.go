@@ -38,6 +38,7 @@ Commands:
   rooms revoke TOPIC USER     remove USER from the room TOPIC
   rooms members TOPIC         list the members of TOPIC, one per line (--json: a JSON array)
   publish TOPIC EVENT JSON    broadcast EVENT with the JSON object payload to every socket joined to TOPIC
+                              (returns once the room stream stored it)
   token USER                  print a token for USER, signed by authsvc
   disconnect USER             close every socket of USER on every gateway
 
