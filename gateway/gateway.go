@@ -265,7 +265,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			g.mu.Lock()
 			for c := range g.conns {
-				_ = c.ws.Close()
+				c.closeConn()
 			}
 			g.mu.Unlock()
 			return ctx.Err()

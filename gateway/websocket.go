@@ -38,9 +38,10 @@ const (
 // Sec-WebSocket-Protocol: "base64url.bearer.phx." + base64 of the token.
 const authTokenPrefix = "base64url.bearer.phx."
 
-// wsConn is one WebSocket client: a reader goroutine that feeds the session,
-// and a writer only while frames are queued, so an idle socket costs no
-// writer stack. The writer is one of a few shared goroutines (writers), or,
+// wsConn is one WebSocket client: a reader that feeds the session (on
+// Linux one of a few shared epoll workers, elsewhere a goroutine of the
+// socket's own), and a writer only while frames are queued, so an idle
+// socket costs no writer stack. The writer is one of a few shared goroutines (writers), or,
 // while the client is slow to read, a goroutine of the socket's own.
 type wsConn struct {
 	g    *Gateway
@@ -48,6 +49,9 @@ type wsConn struct {
 	raw  syscall.RawConn // nil when the connection is not a plain socket
 	ser  wire.Serializer
 	sess *session.Session
+	// rd is the state of a socket read by the shared pollers, nil when
+	// the socket has a reader goroutine.
+	rd *pollState
 
 	lastActive atomic.Int64 // unix nanos of the last frame in or out
 	// writeDeadline is the write deadline last set; only the socket's
@@ -133,15 +137,21 @@ func (c *wsConn) onPing(data string) error {
 // does, unless a writer owns the socket: then the reply is left out rather
 // than written into the middle of a frame.
 func (c *wsConn) onClose(code int, _ string) error {
+	c.replyClose(code, "")
+	return nil
+}
+
+// replyClose sends a close frame at once, unless a writer owns the socket,
+// and accepts no more frames: the socket ends as soon as this returns.
+func (c *wsConn) replyClose(code int, text string) {
 	c.mu.Lock()
 	busy := c.writing
 	c.closing, c.writing, c.queue, c.pong = true, true, nil, nil
 	c.mu.Unlock()
 	if !busy {
-		msg := websocket.FormatCloseMessage(code, "")
+		msg := websocket.FormatCloseMessage(code, text)
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	}
-	return nil
 }
 
 // take swaps out what the writer is to send.
@@ -194,7 +204,7 @@ func (c *wsConn) fail() {
 	c.mu.Lock()
 	c.closing, c.queue, c.spare, c.pong = true, nil, nil, nil
 	c.mu.Unlock()
-	_ = c.ws.Close()
+	c.closeConn()
 }
 
 // writers is the gateway's shared write pool.
@@ -489,18 +499,35 @@ func (c *wsConn) closeWith(code int, text string, drop bool) {
 	}
 }
 
-// sendClose starts the closing handshake: the reader goroutine sees the
-// client's close frame (or the deadline) and closes the connection, so the
-// client reads our code rather than a reset.
+// sendClose starts the closing handshake: the reader sees the client's
+// close frame (or the deadline) and closes the connection, so the client
+// reads our code rather than a reset.
 func (c *wsConn) sendClose() {
 	c.mu.Lock()
 	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 	c.mu.Unlock()
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
-		_ = c.ws.Close()
+		c.closeConn()
 		return
 	}
-	_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+	const wait = 2 * time.Second
+	if c.rd != nil {
+		time.AfterFunc(wait, c.closeConn)
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+}
+
+// closeConn ends the connection from outside its reader. A polled socket
+// is only shut down here: its reader sees the end of the stream and
+// closes it once it has left the poller, so the descriptor is never
+// closed (and its number reused) while the poller may still use it.
+func (c *wsConn) closeConn() {
+	if c.rd != nil {
+		_ = c.raw.Control(shutdownFD)
+		return
+	}
+	_ = c.ws.Close()
 }
 
 func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -569,6 +596,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &wsConn{g: g, ws: ws, ser: ser}
 	c.raw = rawConn(ws.NetConn())
+	c.rd = newPollState(c.raw)
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
 	c.touch()
@@ -578,15 +606,23 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.abort(CloseRestart, "server shutting down")
 	}
 	g.metrics.Connections.WithLabelValues("websocket").Inc()
-	// The socket lives on in its own goroutine so that this handler
-	// returns: net/http then frees the request and the connection's
-	// buffers, about a third of an idle socket's memory otherwise.
-	go c.serve()
+	// The socket lives on in a poller or its own goroutine so that this
+	// handler returns: net/http then frees the request and the
+	// connection's buffers, about a third of an idle socket's memory
+	// otherwise.
+	if !c.startPolling() {
+		go c.serve()
+	}
 }
 
 func (c *wsConn) serve() {
 	stopIdle := c.watchIdle()
 	c.readLoop()
+	c.end(stopIdle)
+}
+
+// end is what follows a socket's last read, whichever reader it had.
+func (c *wsConn) end(stopIdle func() bool) {
 	stopIdle()
 	c.sess.Close()
 	_ = c.ws.Close()
@@ -604,22 +640,8 @@ func (c *wsConn) readLoop() {
 			}
 			return
 		}
-		c.touch()
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if closing {
-			continue // waiting for the client's close frame
-		}
-		m, err := c.ser.Decode(data, typ == websocket.BinaryMessage)
-		if err != nil {
-			c.g.metrics.MalformedFrames.Inc()
-			c.g.log.Info("malformed frame, closing socket", "err", err, "size", len(data))
-			c.abort(CloseMalformed, "malformed frame")
-			continue
-		}
-		if m.Topic == "phoenix" {
-			c.sess.HandleMessage(m) // heartbeats: answered inline, no service asked
+		m, run := c.received(data, typ == websocket.BinaryMessage)
+		if !run {
 			continue
 		}
 		// Joins and pushes wait on NATS through deep call chains (JSON,
@@ -634,6 +656,33 @@ func (c *wsConn) readLoop() {
 		}()
 		<-done
 	}
+}
+
+// received acts on one message from the client, for either reader.
+// Heartbeats are answered at once; a join or push is returned with run
+// set, for the reader to hand to c.sess.HandleMessage off its own
+// goroutine and read nothing more from the socket until it is done, which
+// keeps the socket's order: it waits on NATS.
+func (c *wsConn) received(data []byte, binary bool) (m wire.Message, run bool) {
+	c.touch()
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return m, false // waiting for the client's close frame
+	}
+	m, err := c.ser.Decode(data, binary)
+	if err != nil {
+		c.g.metrics.MalformedFrames.Inc()
+		c.g.log.Info("malformed frame, closing socket", "err", err, "size", len(data))
+		c.abort(CloseMalformed, "malformed frame")
+		return m, false
+	}
+	if m.Topic == "phoenix" {
+		c.sess.HandleMessage(m) // heartbeats: answered inline, no service asked
+		return m, false
+	}
+	return m, true
 }
 
 // subprotocolToken reads phoenix.js's authToken from Sec-WebSocket-Protocol.

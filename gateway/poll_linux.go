@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"bytes"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/wire"
+)
+
+// Sockets are read by a few shared pollers rather than a goroutine each.
+//
+// A reader goroutine parked in gorilla's ReadMessage holds about 4 KiB of
+// stack for as long as its socket is idle, which at 10,000 idle sockets
+// was the larger part of the gateway's memory. A poller is an epoll
+// instance with one worker goroutine: the worker reads a socket that has
+// data into a buffer of its own, acts on the frames in it, and keeps
+// nothing per socket but the bytes of a frame not yet complete.
+//
+// The socket stays in Go's own network poller, where no goroutine waits
+// on it, and its descriptor stays the net.Conn's, which the write pool
+// writes through. It is registered one-shot, so that exactly one goroutine
+// reads it at a time: the worker, or the goroutine running a join or push,
+// which re-arms it once done. That goroutine and the worker are the only
+// ones that close the descriptor, after taking it out of epoll, so a
+// descriptor number is never confused with a later socket's; anyone else
+// ending the socket shuts it down (closeConn), which the reader sees as
+// the end of the stream.
+
+// pollReads turns the pollers off, for tests of the goroutine reader.
+var pollReads = true
+
+// pollState is what a polled socket keeps: no more than a pointer's worth
+// of buffer while idle.
+type pollState struct {
+	p        *poller
+	fd       int
+	id       uint64 // key in p.conns, carried by the socket's epoll events
+	frames   clientFrames
+	partial  []byte // the start of a frame not yet complete, nil when none
+	stopIdle func() bool
+}
+
+// poller is one epoll instance and its worker.
+type poller struct {
+	epfd int
+	buf  []byte // only the worker reads into it
+
+	mu    sync.Mutex
+	conns map[uint64]*wsConn
+}
+
+// pollBufSize is a worker's read buffer: a read takes whatever a client
+// sent, typically a few small frames.
+const pollBufSize = 64 << 10
+
+// pollEvents: readable, or the peer's end; one-shot, so a socket is read
+// by one goroutine at a time. Level-triggered, so a socket re-armed with
+// data still unread is reported again.
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+var pollers struct {
+	once sync.Once
+	list []*poller // nil when epoll is not available
+	next atomic.Uint32
+	ids  atomic.Uint64
+}
+
+func startPollers() {
+	for range runtime.GOMAXPROCS(0) {
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			break // the sockets not polled get reader goroutines
+		}
+		p := &poller{epfd: epfd, buf: make([]byte, pollBufSize), conns: make(map[uint64]*wsConn)}
+		pollers.list = append(pollers.list, p)
+		go p.work()
+	}
+}
+
+// newPollState picks a poller for a socket, or returns nil when it is to
+// have a reader goroutine. It is called before the socket is shared, since
+// other goroutines read c.rd, and startPolling then starts the polling.
+func newPollState(raw syscall.RawConn) *pollState {
+	if !pollReads || raw == nil {
+		return nil
+	}
+	pollers.once.Do(startPollers)
+	if len(pollers.list) == 0 {
+		return nil
+	}
+	fd := -1
+	if raw.Control(func(s uintptr) { fd = int(s) }) != nil {
+		return nil
+	}
+	p := pollers.list[int(pollers.next.Add(1))%len(pollers.list)]
+	return &pollState{p: p, fd: fd, id: pollers.ids.Add(1)}
+}
+
+// startPolling hands the socket to its poller; false means it needs a
+// reader goroutine after all. gorilla refuses a client that sent data
+// before the handshake was done, so nothing is left in gorilla's read
+// buffer for the poller to miss.
+func (c *wsConn) startPolling() bool {
+	rd := c.rd
+	if rd == nil {
+		return false
+	}
+	rd.stopIdle = c.watchIdle()
+	rd.p.mu.Lock()
+	rd.p.conns[rd.id] = c
+	rd.p.mu.Unlock()
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(rd.id), Pad: int32(rd.id >> 32)}
+	if err := syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_ADD, rd.fd, &ev); err != nil {
+		// Out of epoll watches: the goroutine reader works with a socket
+		// that closeConn shuts down as well.
+		c.g.log.Warn("epoll registration failed, reading with a goroutine", "err", err)
+		rd.p.mu.Lock()
+		delete(rd.p.conns, rd.id)
+		rd.p.mu.Unlock()
+		rd.stopIdle()
+		return false
+	}
+	return true
+}
+
+func (p *poller) work() {
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			continue // EINTR; nothing else can fail on a valid epoll fd
+		}
+		for _, ev := range events[:n] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			p.mu.Lock()
+			c := p.conns[id]
+			p.mu.Unlock()
+			if c != nil {
+				c.readPolled(p.buf)
+			}
+		}
+	}
+}
+
+// readPolled reads what the socket holds and acts on it; the socket is
+// the caller's until it is re-armed, handed to a goroutine or ended.
+func (c *wsConn) readPolled(buf []byte) {
+	rd := c.rd
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(rd.fd, buf)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == syscall.EAGAIN:
+	case err != nil || n == 0:
+		c.endPolled(0, "")
+		return
+	case rd.partial != nil:
+		data := append(rd.partial, buf[:n]...)
+		rd.partial = nil
+		if !c.consume(data, true) {
+			return
+		}
+	default:
+		if !c.consume(buf[:n], false) {
+			return
+		}
+	}
+	c.rearm()
+}
+
+func (c *wsConn) rearm() {
+	rd := c.rd
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(rd.id), Pad: int32(rd.id >> 32)}
+	if syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_MOD, rd.fd, &ev) != nil {
+		c.endPolled(0, "")
+	}
+}
+
+// consume acts on the frames in data, which is the socket's own (owned)
+// or the worker's buffer. It reports false when the socket is no longer
+// the caller's: a join or push runs with it, or it ended.
+func (c *wsConn) consume(data []byte, owned bool) bool {
+	rd := c.rd
+	for {
+		r, n := rd.frames.next(data, c.g.opts.MaxFrameSize)
+		data = data[n:]
+		switch r.event {
+		case frameMore:
+			if n == 0 {
+				rd.keep(data, owned)
+				return true
+			}
+		case frameMessage:
+			m, run := c.received(r.data, r.binary)
+			if run {
+				m.Payload = bytes.Clone(m.Payload) // it may be in the worker's buffer
+				rd.keep(data, owned)
+				go c.runPolled(m)
+				return false
+			}
+		case framePing:
+			_ = c.onPing(string(r.data))
+		case frameClose:
+			c.endPolled(r.code, "")
+			return false
+		case frameError:
+			if r.code == websocket.CloseMessageTooBig {
+				c.g.log.Info("frame over the size limit, closing socket", "limit", c.g.opts.MaxFrameSize)
+			}
+			c.endPolled(r.code, r.text)
+			return false
+		}
+	}
+}
+
+// keep holds the start of a frame not yet complete until more is read.
+func (rd *pollState) keep(data []byte, owned bool) {
+	switch {
+	case len(data) == 0:
+		rd.partial = nil
+	case owned:
+		rd.partial = data
+	default:
+		rd.partial = bytes.Clone(data)
+	}
+}
+
+// runPolled runs a join or push, then goes on with what was read after
+// it, and re-arms the socket: until then its next messages wait.
+func (c *wsConn) runPolled(m wire.Message) {
+	c.sess.HandleMessage(m)
+	rd := c.rd
+	if data := rd.partial; data != nil {
+		rd.partial = nil
+		if !c.consume(data, true) {
+			return
+		}
+	}
+	// The worker's next read of rd follows this goroutine's writes to it
+	// through the kernel, which the race detector cannot see; the
+	// poller's lock, which the worker takes for every event, shows it.
+	rd.p.mu.Lock()
+	rd.p.mu.Unlock()
+	c.rearm()
+}
+
+// endPolled takes the socket out of its poller, then, off the caller's
+// goroutine (a worker must not wait on a client or on the rooms), answers
+// with a close frame when code is not 0 and ends the socket.
+func (c *wsConn) endPolled(code int, text string) {
+	rd := c.rd
+	_ = syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_DEL, rd.fd, nil)
+	rd.p.mu.Lock()
+	delete(rd.p.conns, rd.id)
+	rd.p.mu.Unlock()
+	rd.partial, rd.frames = nil, clientFrames{}
+	go func() {
+		if code != 0 {
+			c.replyClose(code, text)
+		}
+		c.end(rd.stopIdle)
+	}()
+}
+
+// shutdownFD ends a polled socket's stream both ways; its reader then
+// reads the end of it.
+func shutdownFD(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }
