@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -48,7 +49,9 @@ type pollState struct {
 // poller is one epoll instance and its worker.
 type poller struct {
 	epfd int
-	buf  []byte // only the worker reads into it
+	file *os.File        // epfd, in Go's network poller
+	rc   syscall.RawConn // of file, for the worker to wait on
+	buf  []byte          // only the worker reads into it
 
 	mu    sync.Mutex
 	conns map[uint64]*wsConn
@@ -72,14 +75,35 @@ var pollers struct {
 
 func startPollers() {
 	for range runtime.GOMAXPROCS(0) {
-		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		p, err := newPoller()
 		if err != nil {
 			break // the sockets not polled get reader goroutines
 		}
-		p := &poller{epfd: epfd, buf: make([]byte, pollBufSize), conns: make(map[uint64]*wsConn)}
 		pollers.list = append(pollers.list, p)
 		go p.work()
 	}
+}
+
+// newPoller makes an epoll instance that Go's own network poller watches
+// in turn: its worker waits parked like any goroutine waiting on a
+// socket, not in a blocking epoll_wait, which would hold a thread of its
+// own and, once woken, have to win a P back from busy goroutines.
+func newPoller() (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		_ = syscall.Close(epfd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &poller{epfd: epfd, file: f, rc: rc, buf: make([]byte, pollBufSize), conns: make(map[uint64]*wsConn)}, nil
 }
 
 // newPollState picks a poller for a socket, or returns nil when it is to
@@ -130,10 +154,19 @@ func (c *wsConn) startPolling() bool {
 
 func (p *poller) work() {
 	events := make([]syscall.EpollEvent, 256)
+	var n int
+	wait := func(fd uintptr) bool {
+		for {
+			var err error
+			n, err = syscall.EpollWait(int(fd), events, 0)
+			if err != syscall.EINTR {
+				return n > 0 // nothing else can fail on a valid epoll fd
+			}
+		}
+	}
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, -1)
-		if err != nil {
-			continue // EINTR; nothing else can fail on a valid epoll fd
+		if p.rc.Read(wait) != nil {
+			return // not reached: the poller's file is never closed
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32

@@ -678,8 +678,11 @@ func (c *wsConn) received(data []byte, binary bool) (m wire.Message, run bool) {
 		c.abort(CloseMalformed, "malformed frame")
 		return m, false
 	}
-	if m.Topic == "phoenix" {
-		c.sess.HandleMessage(m) // heartbeats: answered inline, no service asked
+	if m.Topic == "phoenix" && m.Event == "heartbeat" {
+		// Answered inline, no service asked. Anything else, even on the
+		// phoenix topic, may be routed to a service (a "*" route), so
+		// a poller worker must not run it.
+		c.sess.HandleMessage(m)
 		return m, false
 	}
 	return m, true
