@@ -81,3 +81,19 @@ func TestPublishWithoutStream(t *testing.T) {
 		t.Fatalf("Publish without JetStream: %v, want ErrNoRoomStream", err)
 	}
 }
+
+// A max age shorter than the stream's duplicate window still makes a
+// stream (JetStream refuses a window longer than the max age).
+func TestRoomStreamShortMaxAge(t *testing.T) {
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t, natstest.Options{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := EnsureRoomStream(context.Background(), js, RoomStreamOptions{MaxAge: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.CachedInfo().Config.Duplicates; d > 5*time.Second {
+		t.Fatalf("duplicate window %s, longer than the max age", d)
+	}
+}

@@ -76,8 +76,9 @@ func EnsureRoomStream(ctx context.Context, js jetstream.JetStream, opts RoomStre
 		MaxBytes:    opts.MaxBytes,
 		Replicas:    opts.Replicas,
 		// Publishers retry with the same Nats-Msg-Id (see Publish); a
-		// retry within this window is stored once.
-		Duplicates: 30 * time.Second,
+		// retry within this window is stored once. JetStream refuses a
+		// window longer than MaxAge.
+		Duplicates: min(30*time.Second, opts.MaxAge),
 		// A broadcast is a JSON document of at most a few frames; the
 		// gateway's frame limit is the real bound.
 		MaxMsgSize: 1 << 20,

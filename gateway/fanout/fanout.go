@@ -66,7 +66,8 @@ type Options struct {
 	// Heartbeat is how often the NATS server proves a room's consumer is
 	// alive when the room is quiet; a consumer silent for two heartbeats
 	// (its NATS node died) is recreated where the last one stopped.
-	// Default 2s; a quiet room costs one small message per heartbeat.
+	// Default 2s, within 500ms-30s; a quiet room costs one small message
+	// per heartbeat.
 	Heartbeat time.Duration
 	// Linger keeps a room's consumer this long after its last local
 	// member left, so that a socket that reconnects and rejoins (phoenix.js
@@ -139,6 +140,11 @@ func New(opts Options) (*Hub, error) {
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 2 * time.Second
+	}
+	// nats.go refuses other values when a room's consumer starts, which
+	// would fail every join; say so at start instead.
+	if opts.Heartbeat < 500*time.Millisecond || opts.Heartbeat > 30*time.Second {
+		return nil, fmt.Errorf("fanout: room heartbeat %s: must be within 500ms-30s", opts.Heartbeat)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -360,3 +360,22 @@ func TestLinger(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestHeartbeatBounds(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	for _, tc := range []struct {
+		hb time.Duration
+		ok bool
+	}{
+		{0, true}, // the default
+		{500 * time.Millisecond, true},
+		{30 * time.Second, true},
+		{100 * time.Millisecond, false},
+		{time.Minute, false},
+	} {
+		_, err := New(Options{Conn: nc, Heartbeat: tc.hb})
+		if (err == nil) != tc.ok {
+			t.Errorf("heartbeat %s: err %v, want ok %v", tc.hb, err, tc.ok)
+		}
+	}
+}
