@@ -78,22 +78,24 @@ func (rd *reader) start(ctx context.Context) error {
 
 // consume replaces the current consumer by one starting at rd.next. If the
 // stream no longer holds rd.next, the consumer starts at its first message
-// and consume returns the sequences skipped.
+// and consume returns the sequences skipped. Only one consume runs at a
+// time (start, then the supervisor); the lock is not held while the
+// server makes the consumer, which can take seconds during an election.
 func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	select {
-	case <-rd.done:
-		// stopped while this attempt waited for the lock: a consumer made
-		// now would never be stopped
+	if rd.stopped() {
+		rd.mu.Unlock()
 		return gap, errStopped
-	default:
 	}
 	rd.dropLocked()
+	rd.gen++ // from here on, the old consumer's deliveries and errors are ignored
+	gen, next := rd.gen, rd.next
+	rd.mu.Unlock()
+
 	cons, err := rd.js.CreateConsumer(ctx, proto.RoomStream, jetstream.ConsumerConfig{
 		FilterSubject: rd.subject,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   rd.next,
+		OptStartSeq:   next,
 		AckPolicy:     jetstream.AckNonePolicy,
 		// One reader, in memory, on one node: if that node dies the
 		// reader notices (heartbeats) and makes another.
@@ -106,14 +108,20 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	if err != nil {
 		return gap, fmt.Errorf("fanout: consumer for %s: %w", rd.subject, err)
 	}
+
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if rd.stopped() {
+		// stopped meanwhile: a consumer kept now would never be stopped
+		rd.deleteAsync(cons)
+		return gap, errStopped
+	}
 	// The server starts a consumer at the stream's first message when the
 	// one asked for is gone, and reports it as already delivered.
-	if first := cons.CachedInfo().Delivered.Stream + 1; first > rd.next {
-		gap = [2]uint64{rd.next, first - 1}
+	if first := cons.CachedInfo().Delivered.Stream + 1; first > next {
+		gap = [2]uint64{next, first - 1}
 		rd.next = first
 	}
-	rd.gen++
-	gen := rd.gen
 	rd.dseq = 0
 	cc, err := cons.Consume(func(m jetstream.Msg) { rd.receive(gen, m) },
 		jetstream.PullHeartbeat(rd.heartbeat),
@@ -139,6 +147,16 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	}
 	rd.cons, rd.cc = cons, cc
 	return gap, nil
+}
+
+// stopped reports whether stop was called.
+func (rd *reader) stopped() bool {
+	select {
+	case <-rd.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (rd *reader) receive(gen int, m jetstream.Msg) {
