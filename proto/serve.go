@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/proto/workpool"
 )
 
 // Wrapper wraps a request handler, e.g. to count and time requests.
@@ -22,9 +23,8 @@ const MaxInFlight = 512
 
 // Subscriptions are a service's subscriptions on its request subjects.
 type Subscriptions struct {
-	subs     []*nats.Subscription
-	slots    chan struct{}
-	inFlight sync.WaitGroup
+	subs []*nats.Subscription
+	pool *workpool.Pool
 }
 
 // Serve subscribes each handler to its subject in the queue group, so that
@@ -32,12 +32,13 @@ type Subscriptions struct {
 // server has the subscriptions. wrap may be nil. On error nothing stays
 // subscribed.
 //
-// Requests are handled concurrently, up to MaxInFlight, each on its own
-// goroutine, so a handler must not assume the order of requests. (The
+// Requests are handled concurrently, up to MaxInFlight, on a pool of
+// goroutines that keep their grown stacks between requests, so a handler
+// must not assume the order of requests. (The
 // gateway sends a socket's next request only after the reply to the
 // previous one, which is the order that matters.)
 func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wrap Wrapper) (*Subscriptions, error) {
-	s := &Subscriptions{slots: make(chan struct{}, MaxInFlight)}
+	s := &Subscriptions{pool: workpool.New(MaxInFlight, 0)}
 	for subject, h := range handlers {
 		if wrap != nil {
 			h = wrap(subject, h)
@@ -60,15 +61,8 @@ func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wra
 
 func (s *Subscriptions) concurrent(h nats.MsgHandler) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		s.slots <- struct{}{} // blocks the subscription when full: back-pressure
-		s.inFlight.Add(1)
-		go func() {
-			defer func() {
-				<-s.slots
-				s.inFlight.Done()
-			}()
-			h(m)
-		}()
+		// Blocks the subscription when the pool is full: back-pressure.
+		s.pool.Go(func() { h(m) })
 	}
 }
 
@@ -90,7 +84,7 @@ func (s *Subscriptions) Drain(ctx context.Context) {
 		return
 	}
 	done := make(chan struct{})
-	go func() { s.inFlight.Wait(); close(done) }()
+	go func() { s.pool.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
