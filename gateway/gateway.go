@@ -55,13 +55,13 @@ type Options struct {
 	// MaxFrameSize is the largest client frame in bytes; larger ones close
 	// the socket with 1009. Default 1 MiB.
 	MaxFrameSize int64
-	// RoomHeartbeat is how often a quiet room's stream consumer proves it
-	// is alive; one silent for two heartbeats (its NATS node died) is
-	// recreated where it stopped. Each room on the gateway costs one small
-	// message per heartbeat. Default 2s.
+	// RoomHeartbeat is how often the gateway's room stream consumer
+	// proves it is alive while the rooms are quiet; one silent for two
+	// heartbeats (its NATS node died) is recreated where it stopped.
+	// Default 2s.
 	RoomHeartbeat time.Duration
-	// RoomLinger keeps a room's consumer running this long after the
-	// gateway's last socket in the room left, so that sockets rejoining
+	// RoomLinger keeps the room stream consumer running this long after
+	// the gateway's last socket left its rooms, so that sockets rejoining
 	// soon (phoenix.js after a network blip) find it running. Default 30s;
 	// negative: stop with the last leave.
 	RoomLinger time.Duration

@@ -11,7 +11,8 @@
 // Every payload is JSON. Requests go to queue groups, so services are
 // stateless and scale by starting more instances; broadcasts are stored in
 // the JetStream stream RoomStream and read by each gateway with one
-// consumer per room, so that none is lost or reordered when NATS fails.
+// consumer of the whole stream, so that none is lost or reordered when NATS
+// fails.
 //
 // # Topics and subjects
 //

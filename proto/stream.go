@@ -15,8 +15,8 @@ import (
 // subjects are RoomSubjectAll, so a plain NATS publish on a RoomSubject is
 // stored too.
 //
-// Gateways read rooms from it, one ordered consumer per room per gateway
-// (filtered on the room's subject), instead of a core NATS subscription.
+// Gateways read rooms from it, one consumer of the whole stream per gateway,
+// instead of a core NATS subscription.
 // That is what makes fan-out survive faults: a broadcast the stream
 // acknowledged reaches every gateway with the room, in the stream's order,
 // even when a gateway's NATS node fails over (its consumer resumes after the

@@ -44,9 +44,10 @@ const (
 //
 // Publishers: roomsvc (after it accepted a new_msg) and any other service
 // that wants to post into a room (see Publish). The stream RoomStream
-// stores every message on these subjects; readers: every gateway that has
-// at least one local socket joined to the topic, with one consumer of the
-// stream per room. Payload: Broadcast as JSON, e.g.
+// stores every message on these subjects; readers: every gateway with at
+// least one local socket joined to any room, with one consumer of the
+// whole stream, which hands each message to the sockets joined to its
+// topic. Payload: Broadcast as JSON, e.g.
 // {"event":"new_msg","payload":{"body":"hi"}}.
 //
 // The broadcast reaches phoenix.js as [null,null,topic,event,payload]

@@ -1,16 +1,29 @@
 // Package fanout delivers room broadcasts from NATS to the sockets of one
 // gateway.
 //
-// A Hub reads each room from the JetStream stream proto.RoomStream through
-// one consumer, however many local sockets joined it: the first
-// local join creates it, the last leave stops it. Reading the stream rather
-// than a core subscription is what makes an acknowledged broadcast reach
-// every member: the consumer starts at a stream sequence, so a broadcast
-// stored after a join was answered is delivered even before the gateway's
-// interest has spread through a NATS cluster, and after a NATS failure the
-// room's reader (reader.go) replaces the consumer with one that starts after
-// the last message delivered, so nothing published meanwhile is lost or
-// duplicated. Every gateway also sees a room in the stream's one order.
+// A Hub reads the JetStream stream proto.RoomStream through one consumer
+// for all its rooms, however many rooms and local sockets it has: the
+// first local join starts it, and it stops Linger after the gateway's last
+// member left. Each message goes to the local members of the room its
+// subject names; a room with no local member costs the gateway a map
+// lookup.
+//
+// One consumer per gateway rather than one per room: the NATS server finds
+// a filtered consumer's next message by walking the stream from the last
+// one it delivered, past every other room's messages, so with a consumer
+// per room the server's work per delivery grew with the number of busy
+// rooms (at 1,000 rooms in echo, 38% of the whole system's CPU went to
+// that walk; BENCHMARKS.md). Every gateway reading every room is also what
+// Phoenix.PubSub does: a broadcast goes to every node.
+//
+// Reading the stream rather than a core subscription is what makes an
+// acknowledged broadcast reach every member: the consumer starts at a
+// stream sequence, so a broadcast stored after a join was answered is
+// delivered even before the gateway's interest has spread through a NATS
+// cluster, and after a NATS failure the reader (reader.go) replaces the
+// consumer with one that starts after the last message delivered, so
+// nothing published meanwhile is lost or duplicated. Every gateway also
+// sees a room in the stream's one order.
 //
 // Each broadcast is validated and encoded once per serializer version, and
 // the same bytes are handed to every local subscriber, which must queue them
@@ -63,17 +76,17 @@ type Subscriber interface {
 type Options struct {
 	// Conn is the NATS connection; required.
 	Conn *nats.Conn
-	// Heartbeat is how often the NATS server proves a room's consumer is
-	// alive when the room is quiet; a consumer silent for two heartbeats
+	// Heartbeat is how often the NATS server proves the Hub's consumer is
+	// alive when the rooms are quiet; a consumer silent for two heartbeats
 	// (its NATS node died) is recreated where the last one stopped.
-	// Default 2s, within 500ms-30s; a quiet room costs one small message
-	// per heartbeat.
+	// Default 2s, within 500ms-30s.
 	Heartbeat time.Duration
-	// Linger keeps a room's consumer this long after its last local
-	// member left, so that a socket that reconnects and rejoins (phoenix.js
-	// after a network blip, a page reload) finds it running instead of
-	// costing a new consumer, which on a NATS cluster goes through the
-	// JetStream meta leader. Zero stops it with the last leave.
+	// Linger keeps the Hub's consumer this long after the gateway's last
+	// local member left, so that sockets that reconnect and rejoin
+	// (phoenix.js after a network blip, a page reload) find it running
+	// instead of costing a new consumer, which on a NATS cluster goes
+	// through the JetStream meta leader. Zero stops it with the last
+	// leave.
 	Linger time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -88,20 +101,40 @@ type Hub struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 
-	mu    sync.Mutex
+	mu sync.RWMutex
+	// rooms with local members, by subject: a stream message names its
+	// room by subject, so dispatch finds it without decoding the topic.
 	rooms map[string]*room
+	feed  *feed
+	// idle, while set, stops the feed unless a member joins first; idleGen
+	// tells a stale timer's callback from the current one's.
+	idle    *time.Timer
+	idleGen uint64
+}
+
+// feed is the Hub's reader of the whole room stream, started by the first
+// join and stopped Linger after the gateway's last member left.
+type feed struct {
+	// ready is closed once the reader's consumer exists (or err is set),
+	// so that a join is acknowledged only when broadcasts will reach it.
+	ready chan struct{}
+	err   error
+	rd    *reader
+}
+
+// failed reports whether the feed could not start; the next join starts
+// another.
+func (f *feed) failed() bool {
+	select {
+	case <-f.ready:
+		return f.err != nil
+	default:
+		return false
+	}
 }
 
 type room struct {
 	topic string
-	// ready is closed once the room's consumer exists (or err is set), so
-	// that a join is acknowledged only when broadcasts will reach it.
-	ready chan struct{}
-	err   error
-	rd    *reader
-	// linger, while set, ends the room unless a member joins first.
-	// Guarded by Hub.mu.
-	linger *time.Timer
 
 	mu sync.RWMutex
 	// members in a slice, because dispatch walks it for every broadcast
@@ -141,7 +174,7 @@ func New(opts Options) (*Hub, error) {
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 2 * time.Second
 	}
-	// nats.go refuses other values when a room's consumer starts, which
+	// nats.go refuses other values when the feed's consumer starts, which
 	// would fail every join; say so at start instead.
 	if opts.Heartbeat < 500*time.Millisecond || opts.Heartbeat > 30*time.Second {
 		return nil, fmt.Errorf("fanout: room heartbeat %s: must be within 500ms-30s", opts.Heartbeat)
@@ -161,42 +194,28 @@ func New(opts Options) (*Hub, error) {
 	return h, nil
 }
 
-// Join adds s to topic's room, starting the room's consumer if s is the
-// first local member. It returns once broadcasts stored from now on will
-// reach s.
+// Join adds s to topic's room, starting the Hub's reader of the room
+// stream if it is not running. It returns once broadcasts stored from now
+// on will reach s.
 func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
-	r := h.rooms[topic]
-	if r != nil && r.linger != nil {
-		r.linger.Stop()
-		r.linger = nil
+	if h.idle != nil {
+		h.idle.Stop()
+		h.idle = nil
 	}
+	if h.feed == nil || h.feed.failed() {
+		h.feed = h.startFeed()
+	}
+	f := h.feed
+	r := h.rooms[subject]
 	if r == nil {
-		r = &room{topic: topic, ready: make(chan struct{}), index: make(map[Subscriber]int)}
-		h.rooms[topic] = r
+		r = &room{topic: topic, index: make(map[Subscriber]int)}
+		h.rooms[subject] = r
 		h.metrics.Rooms.Inc()
-		r.rd = &reader{
-			js: h.js, subject: subject, heartbeat: h.opts.Heartbeat,
-			deliver: func(data []byte) { h.dispatch(r, data) },
-			onError: func(err error) {
-				h.metrics.RoomConsumerErrors.Inc()
-				h.log.Warn("room consumer", "topic", topic, "err", err)
-			},
-			onGap:   func(from, to uint64) { h.lost(r, from, to) },
-			restart: make(chan struct{}, 1),
-			done:    make(chan struct{}),
-		}
-		go func() {
-			defer close(r.ready)
-			// Not the joiner's context: other members may wait on this room.
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			r.err = r.rd.start(ctx)
-		}()
 	}
 	r.mu.Lock()
 	r.add(s)
@@ -204,10 +223,10 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	h.mu.Unlock()
 
 	select {
-	case <-r.ready:
-		if r.err != nil {
+	case <-f.ready:
+		if f.err != nil {
 			h.Leave(topic, s)
-			return r.err
+			return f.err
 		}
 		return nil
 	case <-ctx.Done():
@@ -216,13 +235,40 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	}
 }
 
-// Leave removes s from topic's room; the room's consumer stops Linger
-// after the last local member left. Leaving a room one is not in does
+func (h *Hub) startFeed() *feed {
+	f := &feed{ready: make(chan struct{})}
+	f.rd = &reader{
+		js: h.js, heartbeat: h.opts.Heartbeat,
+		deliver: h.dispatch,
+		onError: func(err error) {
+			h.metrics.RoomConsumerErrors.Inc()
+			h.log.Warn("room stream consumer", "err", err)
+		},
+		onGap:   h.lost,
+		restart: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	go func() {
+		defer close(f.ready)
+		// Not the joiner's context: other joins may wait on the feed.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f.err = f.rd.start(ctx)
+	}()
+	return f
+}
+
+// Leave removes s from topic's room; the Hub's reader stops Linger after
+// the gateway's last member left. Leaving a room one is not in does
 // nothing.
 func (h *Hub) Leave(topic string, s Subscriber) {
+	subject, err := proto.RoomSubject(topic)
+	if err != nil {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := h.rooms[topic]
+	r := h.rooms[subject]
 	if r == nil {
 		return
 	}
@@ -233,53 +279,59 @@ func (h *Hub) Leave(topic string, s Subscriber) {
 	if !empty {
 		return
 	}
-	failed := false
-	select {
-	case <-r.ready:
-		failed = r.err != nil // the next join must try again
-	default:
-	}
-	if h.opts.Linger > 0 && !failed {
-		if r.linger == nil {
-			r.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(r) })
-		}
+	delete(h.rooms, subject)
+	h.metrics.Rooms.Dec()
+	if len(h.rooms) > 0 || h.feed == nil || h.idle != nil {
 		return
 	}
-	h.drop(r)
+	if h.feed.failed() {
+		h.feed = nil
+		return
+	}
+	if h.opts.Linger > 0 {
+		h.idleGen++
+		gen := h.idleGen
+		h.idle = time.AfterFunc(h.opts.Linger, func() { h.expire(gen) })
+		return
+	}
+	h.dropFeed()
 }
 
-// expire ends r if it is still without members when its linger is over.
-func (h *Hub) expire(r *room) {
+// expire stops the feed if the gateway still has no member when the
+// linger that generation gen started is over.
+func (h *Hub) expire(gen uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.rooms[r.topic] != r || r.linger == nil {
-		return // rejoined, or already gone
+	if h.idle == nil || gen != h.idleGen {
+		return // a member joined meanwhile
 	}
-	r.linger = nil
-	r.mu.RLock()
-	empty := len(r.members) == 0
-	r.mu.RUnlock()
-	if empty {
-		h.drop(r)
+	h.idle = nil
+	if len(h.rooms) == 0 && h.feed != nil {
+		h.dropFeed()
 	}
 }
 
-// drop removes r and stops its consumer. h.mu is held.
-func (h *Hub) drop(r *room) {
-	delete(h.rooms, r.topic)
-	h.metrics.Rooms.Dec()
-	go h.stop(r)
+// dropFeed stops the feed once it has started. h.mu is held.
+func (h *Hub) dropFeed() {
+	f := h.feed
+	h.feed = nil
+	go func() {
+		<-f.ready
+		if f.err == nil {
+			f.rd.stop()
+		}
+	}()
 }
 
-// stop ends r's reader once it has started.
-func (h *Hub) stop(r *room) {
-	<-r.ready
-	if r.err == nil {
-		r.rd.stop()
-	}
+// Reading reports whether the Hub's reader of the room stream is running
+// or starting (it lingers after the last member left).
+func (h *Hub) Reading() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.feed != nil
 }
 
-// watchReconnects has every room replace its consumer after a NATS
+// watchReconnects has the feed replace its consumer after a NATS
 // reconnect: what the server sent while the connection was down went to
 // an inbox nobody listened to.
 func (h *Hub) watchReconnects(events chan nats.Status) {
@@ -287,43 +339,63 @@ func (h *Hub) watchReconnects(events chan nats.Status) {
 		if st == nats.CLOSED {
 			return
 		}
-		h.mu.Lock()
-		for _, r := range h.rooms {
-			select {
-			case <-r.ready:
-				if r.err == nil {
-					r.rd.replace()
-				}
-			default: // still starting: its first consumer is new anyway
-			}
+		h.mu.RLock()
+		f := h.feed
+		h.mu.RUnlock()
+		if f == nil {
+			continue
 		}
-		h.mu.Unlock()
+		select {
+		case <-f.ready:
+			if f.err == nil {
+				f.rd.replace()
+			}
+		default: // still starting: its first consumer is new anyway
+		}
 	}
 }
 
-// lost tells every member of r that stream sequences from..to, which may
-// have held some of r's broadcasts, are gone.
-func (h *Hub) lost(r *room, from, to uint64) {
+// lost tells every local member of every room that stream sequences
+// from..to, which may have held some of their broadcasts, are gone.
+func (h *Hub) lost(from, to uint64) {
 	h.metrics.RoomGaps.Inc()
-	r.mu.RLock()
-	members := slices.Clone(r.members)
-	r.mu.RUnlock()
+	type loss struct {
+		topic   string
+		members []Subscriber
+	}
+	var losses []loss
+	h.mu.RLock()
+	for _, r := range h.rooms {
+		r.mu.RLock()
+		losses = append(losses, loss{r.topic, slices.Clone(r.members)})
+		r.mu.RUnlock()
+	}
+	h.mu.RUnlock()
 	h.log.Warn("room broadcasts lost before they could be read; members rejoin",
-		"topic", r.topic, "first_seq", from, "last_seq", to, "members", len(members))
-	for _, s := range members {
-		s.RoomLost(r.topic)
+		"first_seq", from, "last_seq", to, "rooms", len(losses))
+	for _, l := range losses {
+		for _, s := range l.members {
+			s.RoomLost(l.topic)
+		}
 	}
 }
 
-// Rooms returns the number of rooms with a consumer, lingering ones
-// included.
+// Rooms returns the number of rooms with local members.
 func (h *Hub) Rooms() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	return len(h.rooms)
 }
 
-func (h *Hub) dispatch(r *room, data []byte) {
+// dispatch hands a stream message to its room's local members, if the
+// gateway has any.
+func (h *Hub) dispatch(subject string, data []byte) {
+	h.mu.RLock()
+	r := h.rooms[subject]
+	h.mu.RUnlock()
+	if r == nil {
+		return // another gateway's room
+	}
 	h.metrics.Broadcasts.Inc()
 	b, err := proto.DecodeBroadcast(data)
 	if err != nil {

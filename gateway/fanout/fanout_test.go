@@ -87,7 +87,7 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 		}
 	}
 	if h.Rooms() != 1 {
-		t.Fatalf("rooms = %d, want one consumer for three members", h.Rooms())
+		t.Fatalf("rooms = %d, want one room for three members", h.Rooms())
 	}
 	if err := proto.Publish(ctx, pub, "rooms:lobby", "new_msg", map[string]string{"body": "hi"}); err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 		t.Fatalf("v1 frame %s", c.Data)
 	}
 
-	// The last leave unsubscribes; a later broadcast reaches nobody.
+	// After the last leave a broadcast reaches nobody.
 	for _, s := range []*sink{v2a, v2b, v1} {
 		h.Leave("rooms:lobby", s)
 	}
@@ -126,10 +126,12 @@ func BenchmarkDispatch1000(b *testing.B) {
 	for i := 0; i < 1000; i++ {
 		r.add(&countSink{})
 	}
+	subject, _ := proto.RoomSubject(r.topic)
+	h.rooms[subject] = r
 	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.dispatch(r, msg)
+		h.dispatch(subject, msg)
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
@@ -143,9 +145,14 @@ func (c *countSink) RoomLost(string)             {}
 
 func publish(t *testing.T, nc *nats.Conn, body string) {
 	t.Helper()
+	publishTo(t, nc, "rooms:lobby", body)
+}
+
+func publishTo(t *testing.T, nc *nats.Conn, topic, body string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := proto.Publish(ctx, nc, "rooms:lobby", "new_msg", map[string]string{"body": body}); err != nil {
+	if err := proto.Publish(ctx, nc, topic, "new_msg", map[string]string{"body": body}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -318,9 +325,9 @@ func TestRoomMembers(t *testing.T) {
 	}
 }
 
-// A room outlives its last member by Linger: a member rejoining within it
-// finds the same consumer (and gets what is stored after its join); after
-// it, the room is gone.
+// The reader outlives the gateway's last member by Linger: a member
+// rejoining within it finds the same reader (and gets what is stored after
+// its join); after it, the reader is gone.
 func TestLinger(t *testing.T) {
 	const linger = 300 * time.Millisecond
 	h, pub := newHubLinger(t, linger)
@@ -330,34 +337,81 @@ func TestLinger(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
-	first := h.rooms["rooms:lobby"]
+	first := h.feed
 	h.mu.Unlock()
 	h.Leave("rooms:lobby", a)
-	if h.Rooms() != 1 {
-		t.Fatalf("rooms = %d right after the last leave, want the lingering one", h.Rooms())
+	if h.Rooms() != 0 || !h.Reading() {
+		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.Reading())
 	}
 	b := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", b); err != nil {
+	if err := h.Join(ctx, "rooms:other", b); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
-	same := h.rooms["rooms:lobby"] == first
+	same := h.feed == first
 	h.mu.Unlock()
 	if !same {
-		t.Fatal("a rejoin within the linger started a new room")
+		t.Fatal("a join within the linger started a new reader")
 	}
-	time.Sleep(2 * linger) // the stopped linger must not end the room
-	publish(t, pub, "after rejoin")
+	time.Sleep(2 * linger) // the stopped linger must not end the reader
+	publishTo(t, pub, "rooms:other", "after rejoin")
 	if got := waitBodies(t, b, 1); !slices.Equal(got, []string{"after rejoin"}) {
 		t.Fatalf("rejoined member got %q", got)
 	}
-	h.Leave("rooms:lobby", b)
+	h.Leave("rooms:other", b)
 	deadline := time.Now().Add(5 * time.Second)
-	for h.Rooms() != 0 {
+	for h.Reading() {
 		if time.Now().After(deadline) {
-			t.Fatal("the room outlived its linger")
+			t.Fatal("the reader outlived its linger")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// A join after that starts a reader again.
+	c := newSink(wire.V2)
+	if err := h.Join(ctx, "rooms:lobby", c); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pub, "again")
+	if got := waitBodies(t, c, 1); !slices.Equal(got, []string{"again"}) {
+		t.Fatalf("member after a new reader got %q", got)
+	}
+}
+
+// One reader serves every room, and each room's broadcasts reach only its
+// own members, in the order published, however the rooms interleave.
+func TestRoomsKeptApart(t *testing.T) {
+	h, pub := newHub(t)
+	ctx := context.Background()
+	topics := []string{"rooms:a", "rooms:b", "rooms:a.b", "rooms:*"} // distinct subjects, no wildcard
+	sinks := make([]*sink, len(topics))
+	for i, topic := range topics {
+		sinks[i] = newSink(wire.V2)
+		if err := h.Join(ctx, topic, sinks[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.Rooms() != len(topics) {
+		t.Fatalf("rooms = %d, want %d", h.Rooms(), len(topics))
+	}
+	publishTo(t, pub, "rooms:nobody-here", "unheard")
+	want := make([][]string, len(topics))
+	for n := range 10 {
+		for i, topic := range topics {
+			body := fmt.Sprintf("%s/%d", topic, n)
+			want[i] = append(want[i], body)
+			publishTo(t, pub, topic, body)
+		}
+	}
+	for i, s := range sinks {
+		if got := waitBodies(t, s, len(want[i])); !slices.Equal(got, want[i]) {
+			t.Errorf("%s received %q, want %q", topics[i], got, want[i])
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // nothing more may arrive
+	for i, s := range sinks {
+		if got := bodies(s); len(got) != len(want[i]) {
+			t.Errorf("%s received %d frames, want %d: %q", topics[i], len(got), len(want[i]), got)
+		}
 	}
 }
 

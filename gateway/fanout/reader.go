@@ -13,7 +13,7 @@ import (
 	"github.com/phxnats/phxnats/proto"
 )
 
-// reader reads one room from proto.RoomStream in stream order, exactly
+// reader reads proto.RoomStream, every room, in stream order, exactly
 // once, across NATS failures: it remembers the stream sequence of the next
 // message it owes the room, and whenever its consumer may have lost
 // something (a reconnect, missed heartbeats, a gap in the consumer's own
@@ -26,14 +26,14 @@ import (
 // frequent, and a reconnect recreates at once.
 type reader struct {
 	js        jetstream.JetStream
-	subject   string
 	heartbeat time.Duration
-	deliver   func(data []byte)
-	onError   func(err error)
-	// onGap reports stream sequences from..to that the reader owed the
-	// room but the stream no longer holds (its limits removed them while
-	// the gateway could not read): it cannot tell whether they held this
-	// room's messages, so the room must assume so.
+	// deliver gets each message's subject (its room) and data.
+	deliver func(subject string, data []byte)
+	onError func(err error)
+	// onGap reports stream sequences from..to that the reader owed but
+	// the stream no longer holds (its limits removed them while the
+	// gateway could not read): it cannot tell which rooms they were for,
+	// so every room must assume they held some of its messages.
 	onGap func(from, to uint64)
 
 	restart chan struct{} // buffered(1): a replacement is due
@@ -92,8 +92,9 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	gen, next := rd.gen, rd.next
 	rd.mu.Unlock()
 
+	// No filter: the stream holds only room subjects, and an unfiltered
+	// consumer's next message is simply the next in the stream.
 	cons, err := rd.js.CreateConsumer(ctx, proto.RoomStream, jetstream.ConsumerConfig{
-		FilterSubject: rd.subject,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   next,
 		AckPolicy:     jetstream.AckNonePolicy,
@@ -106,7 +107,7 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
-		return gap, fmt.Errorf("fanout: consumer for %s: %w", rd.subject, err)
+		return gap, fmt.Errorf("fanout: consumer of %s: %w", proto.RoomStream, err)
 	}
 
 	rd.mu.Lock()
@@ -143,7 +144,7 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 		}))
 	if err != nil {
 		rd.deleteAsync(cons)
-		return gap, fmt.Errorf("fanout: consume %s: %w", rd.subject, err)
+		return gap, fmt.Errorf("fanout: consume %s: %w", proto.RoomStream, err)
 	}
 	rd.cons, rd.cc = cons, cc
 	return gap, nil
@@ -181,8 +182,8 @@ func (rd *reader) receive(gen int, m jetstream.Msg) {
 	rd.next = meta.Sequence.Stream + 1
 	rd.mu.Unlock()
 	// The subscription calls this for one message at a time, so the
-	// room's order holds without holding the lock while delivering.
-	rd.deliver(m.Data())
+	// stream's order holds without holding the lock while delivering.
+	rd.deliver(m.Subject(), m.Data())
 }
 
 // replace asks the supervisor for a new consumer.

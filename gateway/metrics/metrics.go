@@ -33,7 +33,7 @@ type Metrics struct {
 	RateLimited prometheus.Counter
 	// SlowDisconnects counts sockets closed because their send queue was full.
 	SlowDisconnects prometheus.Counter
-	// Rooms is the number of rooms this gateway is subscribed to.
+	// Rooms is the number of rooms with local sockets on this gateway.
 	Rooms prometheus.Gauge
 	// RoomConsumerErrors counts errors of the rooms' JetStream consumers
 	// (missed heartbeats, a reconnect), after which they are recreated.
@@ -74,11 +74,11 @@ func New() *Metrics {
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "phx_gateway_rooms", Help: "Rooms with a consumer of the room stream on this gateway."}),
+			Name: "phx_gateway_rooms", Help: "Rooms with at least one socket on this gateway."}),
 		RoomConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_room_consumer_errors_total", Help: "Room consumer errors (missed heartbeats, reconnects); the consumer is recreated after each."}),
 		RoomGaps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "phx_gateway_room_gaps_total", Help: "Rooms whose unread broadcasts left the stream before the gateway read them; their sockets got phx_error."}),
+			Name: "phx_gateway_room_gaps_total", Help: "Times unread broadcasts left the room stream before the gateway read them; every joined socket got phx_error."}),
 		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "phx_gateway_nats_request_seconds", Help: "Latency of NATS requests to services.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
