@@ -323,9 +323,9 @@ func (h *Hub) dropFeed() {
 	}()
 }
 
-// Reading reports whether the Hub's reader of the room stream is running
+// reading reports whether the Hub's reader of the room stream is running
 // or starting (it lingers after the last member left).
-func (h *Hub) Reading() bool {
+func (h *Hub) reading() bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.feed != nil

@@ -340,8 +340,8 @@ func TestLinger(t *testing.T) {
 	first := h.feed
 	h.mu.Unlock()
 	h.Leave("rooms:lobby", a)
-	if h.Rooms() != 0 || !h.Reading() {
-		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.Reading())
+	if h.Rooms() != 0 || !h.reading() {
+		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.reading())
 	}
 	b := newSink(wire.V2)
 	if err := h.Join(ctx, "rooms:other", b); err != nil {
@@ -360,7 +360,7 @@ func TestLinger(t *testing.T) {
 	}
 	h.Leave("rooms:other", b)
 	deadline := time.Now().Add(5 * time.Second)
-	for h.Reading() {
+	for h.reading() {
 		if time.Now().After(deadline) {
 			t.Fatal("the reader outlived its linger")
 		}

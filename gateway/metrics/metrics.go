@@ -25,7 +25,8 @@ type Metrics struct {
 	FramesIn, FramesOut prometheus.Counter
 	// MalformedFrames counts client frames that could not be decoded (the socket is closed).
 	MalformedFrames prometheus.Counter
-	// Broadcasts counts room messages received from NATS; Deliveries the frames they fanned out to.
+	// Broadcasts counts room messages received from NATS for rooms with
+	// local sockets; Deliveries the frames they fanned out to.
 	Broadcasts, Deliveries prometheus.Counter
 	// BroadcastsDropped counts room messages that failed validation, by reason.
 	BroadcastsDropped *prometheus.CounterVec
@@ -64,7 +65,7 @@ func New() *Metrics {
 		MalformedFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_malformed_frames_total", Help: "Client frames that could not be decoded."}),
 		Broadcasts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "phx_gateway_broadcasts_total", Help: "Room broadcasts received from NATS."}),
+			Name: "phx_gateway_broadcasts_total", Help: "Room broadcasts received from NATS for rooms with sockets on this gateway."}),
 		Deliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_broadcast_deliveries_total", Help: "Broadcast frames queued to local sockets (fan-out)."}),
 		BroadcastsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -52,22 +52,6 @@ func (p *Pool) Go(task func()) {
 	}
 }
 
-// TryGo is Go that never waits: it reports false, and does not run task,
-// when every worker is busy and the pool is full.
-func (p *Pool) TryGo(task func()) bool {
-	p.wg.Add(1)
-	select {
-	case p.tasks <- task:
-		return true
-	case p.slots <- struct{}{}:
-		go p.work(task)
-		return true
-	default:
-		p.wg.Done()
-		return false
-	}
-}
-
 // Wait returns once every task handed to the pool so far has returned.
 func (p *Pool) Wait() { p.wg.Wait() }
 

@@ -1,7 +1,6 @@
 package workpool
 
 import (
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,38 +43,6 @@ func TestBoundAndWait(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TryGo refuses, without running the task, when the pool is full and busy.
-func TestTryGoFull(t *testing.T) {
-	p := New(2, time.Second)
-	release := make(chan struct{})
-	var started sync.WaitGroup
-	started.Add(2)
-	for range 2 {
-		if !p.TryGo(func() { started.Done(); <-release }) {
-			t.Fatal("TryGo refused with a free slot")
-		}
-	}
-	started.Wait()
-	ran := false
-	if p.TryGo(func() { ran = true }) {
-		t.Fatal("TryGo accepted a task with every worker busy")
-	}
-	close(release)
-	p.Wait()
-	if ran {
-		t.Fatal("a refused task ran")
-	}
-	// The freed workers take tasks again once they wait for one.
-	deadline := time.Now().Add(5 * time.Second)
-	for !p.TryGo(func() {}) {
-		if time.Now().After(deadline) {
-			t.Fatal("TryGo still refused long after the workers were freed")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	p.Wait()
 }
 
 // Go waits for a free worker when the pool is full, instead of growing.
