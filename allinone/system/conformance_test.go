@@ -1,7 +1,7 @@
 package system
 
 // Conformance against the real Phoenix 1.7.21: the transcripts in
-// shared/phoenix (recorded from the HelloPhoenix channels-guide app) are
+// testdata (recorded from the HelloPhoenix channels-guide app) are
 // replayed against our gateway, and every frame we answer must be the frame
 // Phoenix answered, byte for byte.
 //
@@ -30,8 +30,8 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// phoenixDir holds the reference transcripts, seen from this package's folder.
-var phoenixDir = filepath.Join(repoRoot, "..", "shared", "phoenix")
+// phoenixDir holds the reference transcripts (see testdata/README.md).
+var phoenixDir = "testdata"
 
 const (
 	// conformanceWait bounds every read of an expected frame or close.
@@ -118,11 +118,8 @@ func (e phxEntry) event() string {
 func loadPhoenix(t *testing.T, name string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(phoenixDir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("Phoenix transcript %s not found: %v", name, err)
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Phoenix transcript missing: %v (the recordings belong in the repository, see %s/README.md)", err, phoenixDir)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		t.Fatalf("%s: %v", name, err)

@@ -309,8 +309,8 @@ func TestMapGet(t *testing.T) {
 	}
 }
 
-// The vectors live in the shared folder next to the repository root.
-var vectorsPath = filepath.Join("..", "..", "..", "shared", "vectors", "phoenix_token.json")
+// vectorsPath holds tokens signed by the real Phoenix.Token (see testdata/README.md).
+var vectorsPath = filepath.Join("testdata", "phoenix_token.json")
 
 type vector struct {
 	Name           string `json:"name"`
@@ -320,7 +320,7 @@ type vector struct {
 	PayloadHex     string `json:"payload_etf_hex"`
 }
 
-// readVectors parses the shared Phoenix vectors file.
+// readVectors parses the Phoenix vectors file.
 func readVectors() ([]vector, error) {
 	raw, err := os.ReadFile(vectorsPath)
 	if err != nil {
@@ -343,11 +343,8 @@ func readVectors() ([]vector, error) {
 func loadVectors(t testing.TB) []vector {
 	t.Helper()
 	vs, err := readVectors()
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("Phoenix vectors not found at %s (the shared folder must sit next to the repository root)", vectorsPath)
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Phoenix vectors: %v (they belong in the repository, see testdata/README.md)", err)
 	}
 	return vs
 }

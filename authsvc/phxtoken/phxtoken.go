@@ -176,9 +176,10 @@ func (s *Signer) Verify(token string) (any, error) {
 // {data, signed} and %{data: ..., signed: ...} count as max age 86400.
 //
 // Two deliberate differences from plug_crypto 2.1.1 (the version behind the
-// shared vectors): the future-signing check comes from plug_crypto's main
-// branch (2.1.1 accepts such tokens), and an empty token is ErrMissing
-// since Go has no nil string (Plug says invalid for "", missing for nil).
+// Phoenix vectors in testdata): the future-signing check comes from
+// plug_crypto's main branch (2.1.1 accepts such tokens), and an empty token
+// is ErrMissing since Go has no nil string (Plug says invalid for "",
+// missing for nil).
 //
 // The data is returned as decoded by etf.Decode.
 func (s *Signer) VerifyAt(token string, now time.Time, maxAge time.Duration) (any, error) {

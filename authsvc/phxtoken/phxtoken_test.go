@@ -19,8 +19,8 @@ import (
 	"github.com/phxnats/phxnats/authsvc/etf"
 )
 
-// The vectors live in the shared folder next to the repository root.
-var vectorsPath = filepath.Join("..", "..", "..", "shared", "vectors", "phoenix_token.json")
+// vectorsPath holds tokens signed by the real Phoenix.Token (see testdata/README.md).
+var vectorsPath = filepath.Join("testdata", "phoenix_token.json")
 
 type vectorFile struct {
 	SecretKeyBase string `json:"secret_key_base"`
@@ -74,14 +74,11 @@ func readVectors() (*vectorFile, error) {
 	return &vf, nil
 }
 
-func loadVectors(t *testing.T) *vectorFile {
+func loadVectors(t testing.TB) *vectorFile {
 	t.Helper()
 	vf, err := readVectors()
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("Phoenix vectors not found at %s (the shared folder must sit next to the repository root)", vectorsPath)
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Phoenix vectors: %v (they belong in the repository, see testdata/README.md)", err)
 	}
 	return vf
 }

@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// transcriptDir holds frames captured from a real Phoenix 1.7.21 server; it
-// lives next to the repository root, outside the module.
-var transcriptDir = filepath.Join("..", "..", "..", "shared", "phoenix")
+// transcriptDir holds frames captured from a real Phoenix 1.7.21 server
+// (see testdata/README.md).
+var transcriptDir = "testdata"
 
 type logEntry struct {
 	T        int        `json:"t"`
@@ -44,11 +44,8 @@ type frame struct {
 func loadTranscript(t *testing.T, name string, v any) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(transcriptDir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("Phoenix transcripts not found in %s; they are expected next to the repository", transcriptDir)
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Phoenix transcript missing: %v (the recordings belong in the repository, see %s/README.md)", err, transcriptDir)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		t.Fatalf("%s: %v", name, err)
