@@ -17,8 +17,8 @@ func TestLoadConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("CHAT_GATEWAY_SEND_QUEUE", "88")
-	t.Setenv("CHAT_ROOMS_MAX_BODY_LENGTH", "99")
-	cfg, _, err := loadConfig([]string{"--config", file, "--rooms-max-body-length", "100"}, io.Discard)
+	t.Setenv("CHAT_ROOMS_MAX_BODY_BYTES", "99")
+	cfg, _, err := loadConfig([]string{"--config", file, "--rooms-max-body-bytes", "100"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,8 +28,8 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	if cfg.Gateway.SendQueueLen != 88 {
 		t.Errorf("env must beat the file: send_queue = %d", cfg.Gateway.SendQueueLen)
 	}
-	if cfg.Rooms.MaxBodyLength != 100 {
-		t.Errorf("a flag must beat env: max_body_length = %d", cfg.Rooms.MaxBodyLength)
+	if cfg.Rooms.MaxBodyBytes != 100 {
+		t.Errorf("a flag must beat env: max_body_bytes = %d", cfg.Rooms.MaxBodyBytes)
 	}
 	if cfg.Gateway.RequestTimeout != 2*time.Second {
 		t.Errorf("request_timeout = %v", cfg.Gateway.RequestTimeout)

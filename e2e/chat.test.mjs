@@ -55,9 +55,9 @@ test("guide scenario: two clients in rooms:lobby both get a new_msg exactly once
   await waitFor(() => atBob.length >= 1 && atAnon.length >= 1, 5000,
     `new_msg at both clients (bob got ${atBob.length}, anonymous got ${atAnon.length})`);
   await sleep(300); // room for a duplicate to show up
-  // Messages of logged-in users name their sender (rooms.include_sender).
-  assert.deepEqual(atBob, [{ body, user_id: "bob" }], "sender (bob) receives its message once");
-  assert.deepEqual(atAnon, [{ body, user_id: "bob" }], "anonymous client receives bob's message once");
+  // Joined without parameters: the guide's payload, exactly.
+  assert.deepEqual(atBob, [{ body }], "sender (bob) receives its message once");
+  assert.deepEqual(atAnon, [{ body }], "anonymous client receives bob's message once");
 
   sockets.disconnect(bob);
   sockets.disconnect(anon);
@@ -94,7 +94,7 @@ test("private room: the member is admitted and gets its messages, a lobby client
 
   await waitFor(() => atAlice.length >= 1, 5000, `new_msg in ${PRIVATE_ROOM} at ${MEMBER}`);
   await sleep(300);
-  assert.deepEqual(atAlice, [{ body, user_id: MEMBER }]);
+  assert.deepEqual(atAlice, [{ body }]);
   assert.deepEqual(atLobby, [], "lobby-only client must not get the private room's message");
   assert.deepEqual(rawAtLobby, [], "no frame with the private message reaches the lobby-only socket");
 
@@ -143,7 +143,7 @@ test("leave stops delivery", T, async () => {
   await sleep(500);
   assert.deepEqual(atB, [], "B's handler gets nothing after leaving");
   assert.deepEqual(rawAtB, [], "no new_msg frame reaches B's socket after leaving");
-  assert.deepEqual(atA, [{ body, user_id: "leave-a" }]);
+  assert.deepEqual(atA, [{ body }]);
 
   sockets.disconnect(a);
   sockets.disconnect(b);
@@ -174,33 +174,112 @@ test("200 messages arrive in order, none lost or duplicated", T, async () => {
   sockets.disconnect(receiver);
 });
 
-test("invalid new_msg bodies and unknown events get an error reply", T, async () => {
+test("invalid new_msg payloads and unknown events get an error reply", T, async () => {
   const s = await sockets.connect({ token: await token("sloppy") });
   const lobby = s.channel(LOBBY);
   await joinOk(lobby);
   const m = marker("invalid");
   const echoed = collect(lobby, "new_msg", (p) => JSON.stringify(p).includes(m));
 
+  // Where the guide's RoomChannel would crash (no string body) the client
+  // gets an error reply instead; a body over the limit says the limit.
   const cases = [
-    ["empty body", "new_msg", { body: "" }],
-    ["non-string body", "new_msg", { body: 42, tag: m }],
-    ["missing body", "new_msg", { tag: m }],
-    ["too long body", "new_msg", { body: m + "x".repeat(4001) }],
-    ["unknown event", "no_such_event", { body: m }],
+    ["non-string body", "new_msg", { body: 42, tag: m }, /must be a string/],
+    ["missing body", "new_msg", { tag: m }, /needs a payload/],
+    ["too long body", "new_msg", { body: m + "x".repeat(65536) }, /the limit is 65536 bytes/],
+    ["unknown event", "no_such_event", { body: m }, /unknown event/],
   ];
-  for (const [what, event, payload] of cases) {
+  for (const [what, event, payload, reason] of cases) {
     const r = await push(lobby, event, payload, 3000);
     assert.equal(r.status, "error", `${what}: want an error reply, got ${r.status} ${JSON.stringify(r.response)}`);
-    assert.equal(typeof r.response?.reason, "string", `${what}: error reply has a reason: ${JSON.stringify(r.response)}`);
-    assert.notEqual(r.response.reason, "", `${what}: reason is not empty`);
+    assert.match(r.response?.reason ?? "", reason, `${what}: reason ${JSON.stringify(r.response)}`);
   }
-  // A body of exactly 4000 characters is fine (no reply, broadcast).
-  const max = m + "y".repeat(4000 - m.length);
+  // A body of exactly 64 KiB of UTF-8 is fine (no reply, broadcast).
+  const max = m + "y".repeat(65536 - m.length);
   send(lobby, "new_msg", { body: max });
-  await waitFor(() => echoed.some((p) => p.body === max), 5000, "the 4000-character body to be broadcast");
+  await waitFor(() => echoed.some((p) => p.body === max), 5000, "the 64 KiB body to be broadcast");
   assert.deepEqual(echoed.map((p) => p.body), [max], "no invalid body was broadcast");
 
   sockets.disconnect(s);
+});
+
+test("guide-exact: a logged-in socket joined without parameters gets the guide's frames and no others", T, async () => {
+  const carol = await sockets.connect({ token: await token("carol") });
+  const lobby = carol.channel(LOBBY);
+  const frames = []; // every frame on the lobby topic after the join reply
+  let joined = false;
+  carol.onMessage((msg) => {
+    if (joined && msg.topic === LOBBY) frames.push(msg);
+  });
+  assert.deepEqual(await joinOk(lobby), {}, "the join reply is {}");
+  joined = true;
+  // Another logged-in user joins: the guide sends nothing for it.
+  const dave = await sockets.connect({ token: await token("dave") });
+  const daveLobby = dave.channel(LOBBY);
+  await joinOk(daveLobby);
+
+  const m = marker("exact");
+  // Two bytes to four per character, about 60 KB in all.
+  const big = m + "é€😀".repeat(6700);
+  const bodies = ["", " ", "\n\t", m, big];
+  const got = [];
+  lobby.on("new_msg", (p) => got.push(p));
+  for (const body of bodies) send(daveLobby, "new_msg", { body });
+  await waitFor(() => got.some((p) => p.body === big), 10000, "the 60 KB body");
+  await sleep(300);
+  const mine = got.filter((p) => bodies.includes(p.body));
+  assert.deepEqual(mine, bodies.map((body) => ({ body })), "every body intact, exactly {body}, in order");
+  assert.ok(Buffer.byteLength(big) > 60000, `the big body is ${Buffer.byteLength(big)} bytes`);
+  // Others share the lobby: anything here is a new_msg or a reply to carol.
+  const foreign = frames.filter((f) => f.event !== "new_msg" && f.event !== "phx_reply");
+  assert.deepEqual(foreign, [], "no event the guide would not send (user_joined, ...)");
+  assert.ok(frames.filter((f) => f.event === "new_msg").every((f) => Object.keys(f.payload).join() === "body"),
+    "every new_msg payload is {body} alone");
+
+  sockets.disconnect(carol);
+  sockets.disconnect(dave);
+});
+
+test("join parameters: sender, joins and ignore reach only the channels that asked, at the same time as guide-exact ones", T, async () => {
+  const [plainTok, richTok, erinTok, frankTok] = await Promise.all(
+    ["plain-p", "rich-r", "erin-e", "frank-f"].map((u) => token(u)));
+  const plain = await sockets.connect({ token: plainTok });
+  const rich = await sockets.connect({ token: richTok });
+  const plainLobby = plain.channel(LOBBY);
+  const richLobby = rich.channel(LOBBY, { sender: true, joins: true, ignore: true });
+  await joinOk(plainLobby);
+  await joinOk(richLobby);
+  const joinsAt = (ch) => collect(ch, "user_joined", (p) => p.user_id === "erin-e" || p.user_id === "frank-f");
+  const plainJoins = joinsAt(plainLobby);
+  const richJoins = joinsAt(richLobby);
+  const m = marker("params");
+  const plainMsgs = collect(plainLobby, "new_msg", hasPrefix(m));
+  const richMsgs = collect(richLobby, "new_msg", hasPrefix(m));
+
+  // rich ignores frank: frank's messages skip rich's channel (asked with
+  // ignore), not plain's.
+  const ign = await push(richLobby, "ignore", { user_id: "frank-f" });
+  assert.equal(ign.status, "ok", JSON.stringify(ign));
+
+  const erin = await sockets.connect({ token: erinTok });
+  const erinLobby = erin.channel(LOBBY);
+  await joinOk(erinLobby);
+  const frank = await sockets.connect({ token: frankTok });
+  const frankLobby = frank.channel(LOBBY);
+  await joinOk(frankLobby);
+  send(erinLobby, "new_msg", { body: m + " from erin" });
+  send(frankLobby, "new_msg", { body: m + " from frank" });
+  await waitFor(() => plainMsgs.length >= 2 && richMsgs.length >= 1, 5000,
+    `messages (plain ${plainMsgs.length}, rich ${richMsgs.length})`);
+  await waitFor(() => richJoins.length >= 1, 5000, "user_joined at the channel that asked");
+  await sleep(300);
+
+  assert.deepEqual(plainMsgs, [{ body: m + " from erin" }, { body: m + " from frank" }]);
+  assert.deepEqual(richMsgs, [{ body: m + " from erin", user_id: "erin-e" }], "sender named; frank ignored");
+  assert.deepEqual(plainJoins, [], "no user_joined without joins: true");
+  assert.deepEqual(richJoins, [{ user_id: "erin-e" }], "erin announced; frank ignored");
+
+  for (const s of [plain, rich, erin, frank]) sockets.disconnect(s);
 });
 
 test("a forged token is refused at the upgrade (HTTP 403)", T, async () => {

@@ -157,8 +157,8 @@ type lpSession struct {
 func (ls *lpSession) Serializer() wire.Serializer { return ls.ser }
 
 // Skips implements fanout.Subscriber.
-func (ls *lpSession) Skips(from string, excludeFrom bool) bool {
-	return ls.sess.Skips(from, excludeFrom)
+func (ls *lpSession) Skips(from string, excludeFrom, ignore bool) bool {
+	return ls.sess.Skips(from, excludeFrom, ignore)
 }
 
 // RoomLost implements fanout.Subscriber.

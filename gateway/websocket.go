@@ -77,7 +77,9 @@ type wsConn struct {
 func (c *wsConn) Serializer() wire.Serializer { return c.ser }
 
 // Skips implements fanout.Subscriber.
-func (c *wsConn) Skips(from string, excludeFrom bool) bool { return c.sess.Skips(from, excludeFrom) }
+func (c *wsConn) Skips(from string, excludeFrom, ignore bool) bool {
+	return c.sess.Skips(from, excludeFrom, ignore)
+}
 
 // RoomLost implements fanout.Subscriber.
 func (c *wsConn) RoomLost(topic string) { c.sess.ChannelError(topic) }

@@ -45,9 +45,14 @@ type common struct {
 	Heartbeat   time.Duration
 	Quiet       bool
 	CPUProfile  string
-	child       int // >0 in a child process (1-based)
-	noSpawn     bool
-	urls        []string // URL split at commas
+	// JoinParams is the phx_join payload of a JoinShare of the sockets
+	// (the others join with {}), e.g. {"sender":true} to measure what a
+	// second encoding of each broadcast costs.
+	JoinParams string
+	JoinShare  float64
+	child      int // >0 in a child process (1-based)
+	noSpawn    bool
+	urls       []string // URL split at commas
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -67,7 +72,21 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "heartbeat interval (phoenix.js: 30s)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of this load process (the first one) to this file")
+	fs.StringVar(&c.JoinParams, "join-params", "", `phx_join payload (a JSON object) of --join-share of the sockets, e.g. '{"sender":true}'; the others join with {}`)
+	fs.Float64Var(&c.JoinShare, "join-share", 1, "share of the sockets (0..1, spread evenly by index) that join with --join-params")
 	fs.IntVar(&c.child, "child-index", 0, "internal: index of a child load process")
+}
+
+// joinPayload is the phx_join payload of connection i: --join-params for
+// an evenly spread --join-share of the connections, else nil ({}).
+func (c *common) joinPayload(i int) []byte {
+	if c.JoinParams == "" {
+		return nil
+	}
+	if int(float64(i+1)*c.JoinShare) > int(float64(i)*c.JoinShare) {
+		return []byte(c.JoinParams)
+	}
+	return nil
 }
 
 func (c *common) check() error {
@@ -94,6 +113,12 @@ func (c *common) check() error {
 	}
 	if c.Concurrency < 1 {
 		c.Concurrency = 1
+	}
+	if c.JoinParams != "" && !isJSONObject(c.JoinParams) {
+		return fmt.Errorf("--join-params must be a JSON object, got %q", c.JoinParams)
+	}
+	if c.JoinShare < 0 || c.JoinShare > 1 {
+		return fmt.Errorf("--join-share must be within 0..1")
 	}
 	if c.RunID == "" {
 		b := make([]byte, 4)
@@ -262,7 +287,7 @@ func (c *common) dialJoin(ctx context.Context, part *Part, stats *phx.Stats, tok
 				conn.Value = i
 				t1 := time.Now()
 				jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				_, err = conn.Join(jctx, topicOf(i), nil)
+				_, err = conn.Join(jctx, topicOf(i), c.joinPayload(i))
 				cancel()
 				t2 := time.Now()
 				if err != nil {
@@ -805,4 +830,9 @@ func (r *Result) machineMetrics(a, b procSample, loadCPU float64) {
 	if secs := b.At.Sub(a.At).Seconds(); secs > 0 {
 		r.add("other_processes_cpu", 100*max(other, 0)/secs, "% of one core")
 	}
+}
+
+func isJSONObject(s string) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal([]byte(s), &m) == nil && m != nil
 }

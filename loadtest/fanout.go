@@ -167,7 +167,13 @@ func runFanout(ctx context.Context, f *fanoutCfg, co *coord) (*Result, error) {
 	var pub *phx.Conn
 	var pubJoinRef string
 	if f.child == 0 {
-		pub, err = phx.Dial(ctx, phx.Options{URL: f.urlFor(f.Subs), SrcIP: f.srcIP(f.Subs), Heartbeat: f.Heartbeat, Stats: &phx.Stats{}})
+		// With tokens the publisher is a user too, so its broadcasts name
+		// a sender (what --join-params '{"sender":true}' sockets see).
+		pubTok, err := f.tokens(ctx, "fanout-"+f.RunID, f.Subs, 1)
+		if err != nil {
+			return nil, fmt.Errorf("publisher: %w", err)
+		}
+		pub, err = phx.Dial(ctx, phx.Options{URL: f.urlFor(f.Subs), Token: pubTok[0], SrcIP: f.srcIP(f.Subs), Heartbeat: f.Heartbeat, Stats: &phx.Stats{}})
 		if err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
 		}

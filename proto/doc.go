@@ -25,4 +25,15 @@
 // Publish the JSON {"event": E, "payload": P} on RoomSubject(topic), or call
 // Publish, which waits for the stream's acknowledgement. P must be a JSON object and E must not start with "phx_";
 // gateways drop anything else with a log line and a metric.
+//
+// # Join parameters
+//
+// A client that joins without parameters gets exactly the frames of the
+// Phoenix channels guide. More is asked for in the phx_join payload, one
+// key each with the value true (JoinFlags reads them): JoinSender (the
+// sender's "user_id" in payloads of broadcasts that have a From),
+// JoinJoins (roomsvc's user_joined), JoinIgnore (the user's ignore list
+// applies to the channel). A Broadcast whose OptIn is K reaches only the
+// channels joined with {K: true}. The service of the topic receives the
+// whole payload in JoinRequest.Payload.
 package proto

@@ -108,12 +108,19 @@ type Broadcast struct {
 	Event   string          `json:"event"`
 	Payload json.RawMessage `json:"payload,omitempty"`
 	Binary  []byte          `json:"binary,omitempty"`
-	// From is the user the broadcast comes from, if any. Sockets whose
-	// user ignores From do not receive it (see SubjectIgnores).
+	// From is the user the broadcast comes from, if any. It reaches no
+	// client unless asked: channels joined with JoinSender get it in the
+	// payload as "user_id", and channels joined with JoinIgnore skip
+	// broadcasts From users their user ignores (see SubjectIgnores).
 	From string `json:"from,omitempty"`
 	// ExcludeFrom keeps the broadcast from From's own sockets, as the
 	// channels guide's user_joined intercept does.
 	ExcludeFrom bool `json:"exclude_from,omitempty"`
+	// OptIn, when set, names a join parameter: only channels joined with
+	// {OptIn: true} receive the broadcast. Events beyond the channels
+	// guide (roomsvc's user_joined has OptIn JoinJoins) use it, so that a
+	// client that joins without parameters sees exactly the guide's frames.
+	OptIn string `json:"opt_in,omitempty"`
 }
 
 // BinaryUnsupported is the error V1 sockets see in place of binary data.
@@ -132,6 +139,8 @@ func (b *Broadcast) Validate() error {
 		return errors.New("proto: broadcast has both payload and binary")
 	case b.Binary == nil && !isJSONObject(b.Payload):
 		return errors.New("proto: broadcast payload is not a JSON object")
+	case len(b.OptIn) > MaxEventLength:
+		return fmt.Errorf("proto: broadcast opt_in longer than %d bytes", MaxEventLength)
 	}
 	return nil
 }

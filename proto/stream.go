@@ -79,15 +79,18 @@ func EnsureRoomStream(ctx context.Context, js jetstream.JetStream, opts RoomStre
 		// retry within this window is stored once. JetStream refuses a
 		// window longer than MaxAge.
 		Duplicates: min(30*time.Second, opts.MaxAge),
-		// A broadcast is a JSON document of at most a few frames; the
-		// gateway's frame limit is the real bound.
-		MaxMsgSize: 1 << 20,
+		MaxMsgSize: RoomStreamMaxMsgSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proto: create stream %s: %w", RoomStream, err)
 	}
 	return st, nil
 }
+
+// RoomStreamMaxMsgSize is the largest broadcast RoomStream stores: NATS's
+// default max_payload. Services that accept content for broadcasts bound
+// it so that what they accept fits (roomsvc checks at start).
+const RoomStreamMaxMsgSize = 1 << 20
 
 // ErrNoRoomStream means no JetStream stream stored a broadcast: JetStream is
 // off on the NATS server, or roomsvc never ran on it to create RoomStream.

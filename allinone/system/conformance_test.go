@@ -156,11 +156,9 @@ func TestConformanceWebSocket(t *testing.T) {
 				t.Parallel()
 				// One system per scenario: broadcasts on rooms:lobby must not
 				// reach the clients of other scenarios running in parallel.
-				// The reference app announces user_joined from its own
-				// timer, not at join, and the replay drops those frames:
-				// keep ours out of the timeline too (TestIgnoreLists covers them).
-				// The reference app's new_msg is the guide's {"body"} alone.
-				s := startSystem(t, func(c *Config) { c.Rooms.AnnounceJoins, c.Rooms.IncludeSender = false, false })
+				// The defaults, as `make run` has them: a join without
+				// parameters must get exactly the reference app's frames.
+				s := startSystem(t, nil)
 				switch {
 				case strings.HasPrefix(sc.Name, "broadcast_seen_by_second_client"):
 					replayTwoClients(t, s, sc)

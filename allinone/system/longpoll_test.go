@@ -235,8 +235,8 @@ func TestLongPollSession(t *testing.T) {
 
 	// The long-poll client's message reaches the WebSocket client and itself.
 	lp.mustPost(`["1","4","rooms:lobby","new_msg",{"body":"from long-poll <&>"}]`)
-	ws.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from long-poll <&>","user_id":"alice"}]`)
-	lp.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from long-poll <&>","user_id":"alice"}]`)
+	ws.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from long-poll <&>"}]`)
+	lp.expect(`[null,null,"rooms:lobby","new_msg",{"body":"from long-poll <&>"}]`)
 
 	// Another service publishing over NATS.
 	if err := proto.Publish(context.Background(), natsConn(t, s), "rooms:lobby", "new_msg", map[string]string{"body": "from Go"}); err != nil {

@@ -338,7 +338,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	roomSvc, err := rooms.Start(rooms.Options{Conn: rnc, Store: store, Logger: quiet,
-		Rules: rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true}})
+		Rules: rooms.Rules{MaxBodyBytes: rooms.DefaultMaxBodyBytes, AnnounceJoins: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

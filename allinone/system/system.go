@@ -63,7 +63,7 @@ func Defaults() Config {
 		TokenSalt:   "user socket",
 		TokenMaxAge: 1209600 * time.Second, // two weeks, as the channels guide verifies
 		Gateway:     gatewayDefaults(),
-		Rooms:       rooms.Rules{MaxBodyLength: rooms.DefaultMaxBodyLength, AnnounceJoins: true, IncludeSender: true},
+		Rooms:       rooms.Rules{MaxBodyBytes: rooms.DefaultMaxBodyBytes, AnnounceJoins: true},
 	}
 }
 

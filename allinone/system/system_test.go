@@ -133,11 +133,18 @@ func (c *client) closeCode() int {
 	}
 }
 
-func (c *client) join(topic, ref string) {
+func (c *client) join(topic, ref string) { c.t.Helper(); c.joinWith(topic, ref, `{}`) }
+
+// joinWith joins topic with the given join parameters (a JSON object).
+func (c *client) joinWith(topic, ref, params string) {
 	c.t.Helper()
-	c.send(fmt.Sprintf(`[%q,%q,%q,"phx_join",{}]`, ref, ref, topic))
+	c.send(fmt.Sprintf(`[%q,%q,%q,"phx_join",%s]`, ref, ref, topic, params))
 	c.expect(fmt.Sprintf(`[%q,%q,%q,"phx_reply",{"response":{},"status":"ok"}]`, ref, ref, topic))
 }
+
+// allExtras asks for every delivery beyond the guide (proto.JoinSender,
+// proto.JoinJoins, proto.JoinIgnore), as the chat page does.
+const allExtras = `{"sender":true,"joins":true,"ignore":true}`
 
 // startGateway runs a second gateway on the system's NATS, as another process would.
 func startGateway(t testing.TB, s *System, mutate func(*gateway.Options)) *httptest.Server {
@@ -180,7 +187,7 @@ func TestJoinRules(t *testing.T) {
 
 	// A message in the private room reaches alice and not the lobby.
 	alice.send(`["2","3","rooms:ops","new_msg",{"body":"ops only"}]`)
-	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only","user_id":"alice"}]`)
+	alice.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"ops only"}]`)
 	bob.quiet(300 * time.Millisecond)
 }
 
@@ -540,7 +547,9 @@ func TestForcedDisconnectAcrossGateways(t *testing.T) {
 }
 
 // The guide's intercept: user_joined and new_msg from ignored users are not
-// delivered to the person who ignores them, on any gateway, and are to everyone else.
+// delivered to the person who ignores them, on any gateway, and are to
+// everyone else. Every socket here asks for senders, joins and its ignore
+// list (the chat page's join parameters).
 func TestIgnoreListsAcrossGateways(t *testing.T) {
 	s := startSystem(t, nil)
 	gwB := startGateway(t, s, nil)
@@ -548,10 +557,10 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 	aliceA := dial(t, s.URL(), as("alice"))
 	aliceB := dial(t, gwB.URL, as("alice"))
 	carol := dial(t, s.URL(), as("carol"))
-	aliceA.join("rooms:lobby", "1")
-	aliceB.join("rooms:lobby", "1")
+	aliceA.joinWith("rooms:lobby", "1", allExtras)
+	aliceB.joinWith("rooms:lobby", "1", allExtras)
 	// alice's sockets never get her own user_joined.
-	carol.join("rooms:lobby", "1")
+	carol.joinWith("rooms:lobby", "1", allExtras)
 	aliceA.expect(`[null,null,"rooms:lobby","user_joined",{"user_id":"carol"}]`)
 	aliceB.expect(`[null,null,"rooms:lobby","user_joined",{"user_id":"carol"}]`)
 	// carol may still see alice's own announcement, published just before she joined.
@@ -561,7 +570,7 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 	aliceA.expect(`["1","2","rooms:lobby","phx_reply",{"response":{"ignored":["bob"]},"status":"ok"}]`)
 
 	bob := dial(t, gwB.URL, as("bob"))
-	bob.join("rooms:lobby", "1")
+	bob.joinWith("rooms:lobby", "1", allExtras)
 	carol.expectUserJoined("bob")
 	bob.send(`["1","2","rooms:lobby","new_msg",{"body":"hi from bob","user_id":"bob"}]`)
 	bob.expect(`[null,null,"rooms:lobby","new_msg",{"body":"hi from bob","user_id":"bob"}]`)
@@ -569,7 +578,7 @@ func TestIgnoreListsAcrossGateways(t *testing.T) {
 
 	// A new socket of alice on gateway B gets the list at join.
 	aliceB2 := dial(t, gwB.URL, as("alice"))
-	aliceB2.join("rooms:lobby", "1")
+	aliceB2.joinWith("rooms:lobby", "1", allExtras)
 	carol.expectUserJoined("alice")
 	bob.expectUserJoined("alice")
 
@@ -614,7 +623,7 @@ func TestRevokeRemovesJoinedMember(t *testing.T) {
 	alice.expectSkippingJoins(`["2","2","rooms:ops","phx_close",{}]`)
 	// She no longer gets the room's messages, and pushing there is unmatched.
 	carol.send(`["1","2","rooms:ops","new_msg",{"body":"after revoke"}]`)
-	carol.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"after revoke","user_id":"carol"}]`)
+	carol.expectSkippingJoins(`[null,null,"rooms:ops","new_msg",{"body":"after revoke"}]`)
 	alice.send(`["2","3","rooms:ops","new_msg",{"body":"still here?"}]`)
 	alice.expectSkippingJoins(`[null,"3","rooms:ops","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
 	// The lobby is untouched.

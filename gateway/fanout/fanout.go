@@ -31,7 +31,9 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,8 +64,9 @@ type Subscriber interface {
 	// queue is full closes itself.
 	Deliver(f Frame)
 	// Skips reports whether a broadcast From a user must not reach this
-	// subscriber (its user ignores them, or excludeFrom and it is theirs).
-	Skips(from string, excludeFrom bool) bool
+	// subscriber: excludeFrom and it is the user's own socket, or ignore
+	// (its channel asked for proto.JoinIgnore) and its user ignores them.
+	Skips(from string, excludeFrom, ignore bool) bool
 	// RoomLost tells the subscriber that broadcasts of topic may have been
 	// missed (they left the stream before the gateway could read them):
 	// like a crashed Phoenix channel, it must end its channel with
@@ -133,6 +136,39 @@ func (f *feed) failed() bool {
 	}
 }
 
+// Want is what one channel's join asked to receive beyond the channels
+// guide's frames (proto.JoinFlags of its phx_join payload). A channel that
+// asked for nothing has a nil *Want, and dispatch sends it the guide's
+// frames without looking further.
+type Want struct {
+	// Sender: payloads of broadcasts with a From get it as "user_id".
+	Sender bool
+	// Ignore: broadcasts From users the socket's user ignores are skipped.
+	Ignore bool
+	// Flags are all the join parameters asked for with true, matched
+	// against proto.Broadcast.OptIn.
+	Flags []string
+}
+
+// WantOf returns what a join with the given flags (proto.JoinFlags) asks
+// for, nil when nothing.
+func WantOf(flags []string) *Want {
+	if len(flags) == 0 {
+		return nil
+	}
+	return &Want{
+		Sender: slices.Contains(flags, proto.JoinSender),
+		Ignore: slices.Contains(flags, proto.JoinIgnore),
+		Flags:  flags,
+	}
+}
+
+// member is a subscriber in a room, with what its channel asked for.
+type member struct {
+	s    Subscriber
+	want *Want
+}
+
 type room struct {
 	topic string
 
@@ -140,16 +176,19 @@ type room struct {
 	// members in a slice, because dispatch walks it for every broadcast
 	// (a slice walk is several times cheaper than a map's), and their
 	// positions in it, for removal.
-	members []Subscriber
+	members []member
 	index   map[Subscriber]int
 }
 
-// add makes s a member; adding a member again does nothing. r.mu is held.
-func (r *room) add(s Subscriber) {
-	if _, ok := r.index[s]; !ok {
-		r.index[s] = len(r.members)
-		r.members = append(r.members, s)
+// add makes s a member; adding a member again (a duplicate join) only
+// replaces what it asked for. r.mu is held.
+func (r *room) add(s Subscriber, want *Want) {
+	if i, ok := r.index[s]; ok {
+		r.members[i].want = want
+		return
 	}
+	r.index[s] = len(r.members)
+	r.members = append(r.members, member{s, want})
 }
 
 // remove takes s out, moving the last member into its place. r.mu is held.
@@ -160,8 +199,8 @@ func (r *room) remove(s Subscriber) {
 	}
 	last := len(r.members) - 1
 	r.members[i] = r.members[last]
-	r.index[r.members[i]] = i
-	r.members[last] = nil
+	r.index[r.members[i].s] = i
+	r.members[last] = member{}
 	r.members = r.members[:last]
 	delete(r.index, s)
 }
@@ -195,9 +234,10 @@ func New(opts Options) (*Hub, error) {
 }
 
 // Join adds s to topic's room, starting the Hub's reader of the room
-// stream if it is not running. It returns once broadcasts stored from now
-// on will reach s.
-func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
+// stream if it is not running. want is what its channel asked for beyond
+// the guide (nil: nothing); joining again replaces it. It returns once
+// broadcasts stored from now on will reach s.
+func (h *Hub) Join(ctx context.Context, topic string, s Subscriber, want *Want) error {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return err
@@ -218,7 +258,7 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 		h.metrics.Rooms.Inc()
 	}
 	r.mu.Lock()
-	r.add(s)
+	r.add(s, want)
 	r.mu.Unlock()
 	h.mu.Unlock()
 
@@ -367,7 +407,11 @@ func (h *Hub) lost(from, to uint64) {
 	h.mu.RLock()
 	for _, r := range h.rooms {
 		r.mu.RLock()
-		losses = append(losses, loss{r.topic, slices.Clone(r.members)})
+		l := loss{topic: r.topic, members: make([]Subscriber, len(r.members))}
+		for i, m := range r.members {
+			l.members[i] = m.s
+		}
+		losses = append(losses, l)
 		r.mu.RUnlock()
 	}
 	h.mu.RUnlock()
@@ -403,30 +447,44 @@ func (h *Hub) dispatch(subject string, data []byte) {
 		h.log.Warn("dropped malformed room message", "topic", r.topic, "err", err, "size", len(data))
 		return
 	}
-	// Encode at most once per serializer: every V2 socket shares one
-	// slice, every V1 socket another.
-	var cache [2]struct {
-		s wire.Serializer
-		f Frame
+	// Encode at most once per serializer and variant: every V2 socket
+	// that asked for nothing shares one slice, every V1 socket another,
+	// and each serializer has at most one more for channels that asked
+	// for the sender.
+	sender := b.From != "" && b.Binary == nil
+	var cache [4]struct {
+		s      wire.Serializer
+		sender bool
+		f      Frame
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	n := 0
-	for _, s := range r.members {
-		if b.From != "" && s.Skips(b.From, b.ExcludeFrom) {
+	for i := range r.members {
+		m := &r.members[i]
+		var ignore, withSender bool
+		if w := m.want; w != nil {
+			if b.OptIn != "" && !slices.Contains(w.Flags, b.OptIn) {
+				continue
+			}
+			ignore, withSender = w.Ignore, sender && w.Sender
+		} else if b.OptIn != "" {
 			continue
 		}
-		ser := s.Serializer()
+		if b.From != "" && (ignore || b.ExcludeFrom) && m.s.Skips(b.From, b.ExcludeFrom, ignore) {
+			continue
+		}
+		ser := m.s.Serializer()
 		var f Frame
 		found := false
 		for i := range cache {
-			if cache[i].s == ser {
+			if cache[i].s == ser && cache[i].sender == withSender {
 				f, found = cache[i].f, true
 				break
 			}
 		}
 		if !found {
-			data, bin, err := encode(ser, r.topic, &b)
+			data, bin, err := encode(ser, r.topic, &b, withSender)
 			if err != nil {
 				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
 				continue
@@ -434,12 +492,12 @@ func (h *Hub) dispatch(subject string, data []byte) {
 			f = Frame{Data: data, Binary: bin}
 			for i := range cache {
 				if cache[i].s == nil {
-					cache[i].s, cache[i].f = ser, f
+					cache[i].s, cache[i].sender, cache[i].f = ser, withSender, f
 					break
 				}
 			}
 		}
-		s.Deliver(f)
+		m.s.Deliver(f)
 		n++
 	}
 	h.metrics.Deliveries.Add(float64(n))
@@ -447,15 +505,64 @@ func (h *Hub) dispatch(subject string, data []byte) {
 
 var binaryUnsupported, _ = proto.Marshal(map[string]string{"error": proto.BinaryUnsupported})
 
-// encode encodes b for one serializer. V1 cannot carry bytes, so a binary
+// encode encodes b for one serializer, with b.From added to the payload
+// as "user_id" when withSender. V1 cannot carry bytes, so a binary
 // broadcast reaches V1 sockets as the same event with an error payload.
-func encode(ser wire.Serializer, topic string, b *proto.Broadcast) ([]byte, bool, error) {
+func encode(ser wire.Serializer, topic string, b *proto.Broadcast, withSender bool) ([]byte, bool, error) {
 	if b.Binary == nil {
-		return ser.AppendBroadcast(nil, topic, b.Event, b.Payload, false)
+		payload := b.Payload
+		if withSender {
+			payload = appendSender(nil, payload, b.From)
+		}
+		return ser.AppendBroadcast(nil, topic, b.Event, payload, false)
 	}
 	data, bin, err := ser.AppendBroadcast(nil, topic, b.Event, b.Binary, true)
 	if errors.Is(err, wire.ErrBinaryUnsupported) {
 		return ser.AppendBroadcast(nil, topic, b.Event, binaryUnsupported, false)
 	}
 	return data, bin, err
+}
+
+// appendSender appends the JSON object payload with "user_id": from added
+// as its last key, where Phoenix's Jason puts it for %{body: ..., user_id:
+// ...}. A payload that already has a "user_id" (user_joined's names the
+// user who joined) is appended as it is.
+func appendSender(dst, payload []byte, from string) []byte {
+	if hasKey(payload, "user_id") {
+		return append(dst, payload...)
+	}
+	obj := bytes.TrimRight(payload, " \t\r\n")
+	obj = bytes.TrimRight(obj[:len(obj)-1], " \t\r\n") // without its '}'
+	dst = append(dst, obj...)
+	if obj[len(obj)-1] != '{' {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"user_id":`...)
+	dst = wire.AppendJSONString(dst, from)
+	return append(dst, '}')
+}
+
+// hasKey reports whether the JSON object obj has key at its top level.
+func hasKey(obj []byte, key string) bool {
+	if !bytes.Contains(obj, []byte(key)) {
+		return false // most payloads: no need to parse
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if t == key {
+			return true
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ import (
 
 type sink struct {
 	ser    wire.Serializer
+	user   string // the socket's user; it ignores the user "ignored"
 	mu     sync.Mutex
 	frames []Frame
 	got    chan struct{}
@@ -35,8 +38,10 @@ func newSink(ser wire.Serializer) *sink {
 
 func (s *sink) RoomLost(topic string) { s.lost <- topic }
 
-func (s *sink) Serializer() wire.Serializer    { return s.ser }
-func (s *sink) Skips(from string, _ bool) bool { return from == "ignored" }
+func (s *sink) Serializer() wire.Serializer { return s.ser }
+func (s *sink) Skips(from string, excludeFrom, ignore bool) bool {
+	return excludeFrom && from == s.user || ignore && from == "ignored"
+}
 func (s *sink) Deliver(f Frame) {
 	s.mu.Lock()
 	s.frames = append(s.frames, f)
@@ -82,7 +87,7 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 	ctx := context.Background()
 	v2a, v2b, v1 := newSink(wire.V2), newSink(wire.V2), newSink(wire.V1)
 	for _, s := range []*sink{v2a, v2b, v1} {
-		if err := h.Join(ctx, "rooms:lobby", s); err != nil {
+		if err := h.Join(ctx, "rooms:lobby", s, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,7 +129,7 @@ func BenchmarkDispatch1000(b *testing.B) {
 	h, _ := newHub(b)
 	r := &room{topic: "rooms:lobby", index: map[Subscriber]int{}}
 	for i := 0; i < 1000; i++ {
-		r.add(&countSink{})
+		r.add(&countSink{}, nil)
 	}
 	subject, _ := proto.RoomSubject(r.topic)
 	h.rooms[subject] = r
@@ -136,12 +141,36 @@ func BenchmarkDispatch1000(b *testing.B) {
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
+// BenchmarkDispatch1000Sender is BenchmarkDispatch1000 with a sender on
+// the broadcast and half of the members asking for it: the price of the
+// second variant (one more encoding per broadcast, a longer member walk).
+func BenchmarkDispatch1000Sender(b *testing.B) {
+	h, _ := newHub(b)
+	r := &room{topic: "rooms:lobby", index: map[Subscriber]int{}}
+	want := WantOf([]string{proto.JoinSender})
+	for i := 0; i < 1000; i++ {
+		w := want
+		if i%2 == 0 {
+			w = nil
+		}
+		r.add(&countSink{}, w)
+	}
+	subject, _ := proto.RoomSubject(r.topic)
+	h.rooms[subject] = r
+	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"},"from":"alice"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.dispatch(subject, msg)
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
 type countSink struct{ n int }
 
-func (c *countSink) Serializer() wire.Serializer { return wire.V2 }
-func (c *countSink) Deliver(Frame)               { c.n++ }
-func (c *countSink) Skips(string, bool) bool     { return false }
-func (c *countSink) RoomLost(string)             {}
+func (c *countSink) Serializer() wire.Serializer   { return wire.V2 }
+func (c *countSink) Deliver(Frame)                 { c.n++ }
+func (c *countSink) Skips(string, bool, bool) bool { return false }
+func (c *countSink) RoomLost(string)               {}
 
 func publish(t *testing.T, nc *nats.Conn, body string) {
 	t.Helper()
@@ -186,7 +215,7 @@ func TestJoinStartsAfterStoredMessages(t *testing.T) {
 	h, pub := newHub(t)
 	publish(t, pub, "before")
 	s := newSink(wire.V2)
-	if err := h.Join(context.Background(), "rooms:lobby", s); err != nil {
+	if err := h.Join(context.Background(), "rooms:lobby", s, nil); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -273,7 +302,7 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pu
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Join(context.Background(), "rooms:lobby", s); err != nil {
+	if err := h.Join(context.Background(), "rooms:lobby", s, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv.Shutdown()
@@ -306,7 +335,7 @@ func TestRoomMembers(t *testing.T) {
 			r := &room{index: map[Subscriber]int{}}
 			want := map[Subscriber]bool{}
 			for _, i := range tc.add {
-				r.add(subs[i])
+				r.add(subs[i], nil)
 				want[subs[i]] = true
 			}
 			for _, i := range tc.remove {
@@ -316,9 +345,9 @@ func TestRoomMembers(t *testing.T) {
 			if len(r.members) != len(want) || len(r.index) != len(want) {
 				t.Fatalf("%d members, %d indexed, want %d", len(r.members), len(r.index), len(want))
 			}
-			for i, s := range r.members {
-				if !want[s] || r.index[s] != i {
-					t.Fatalf("member %d: wanted %v, indexed at %d", i, want[s], r.index[s])
+			for i, m := range r.members {
+				if !want[m.s] || r.index[m.s] != i {
+					t.Fatalf("member %d: wanted %v, indexed at %d", i, want[m.s], r.index[m.s])
 				}
 			}
 		})
@@ -333,7 +362,7 @@ func TestLinger(t *testing.T) {
 	h, pub := newHubLinger(t, linger)
 	ctx := context.Background()
 	a := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", a); err != nil {
+	if err := h.Join(ctx, "rooms:lobby", a, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -344,7 +373,7 @@ func TestLinger(t *testing.T) {
 		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.reading())
 	}
 	b := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:other", b); err != nil {
+	if err := h.Join(ctx, "rooms:other", b, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -368,7 +397,7 @@ func TestLinger(t *testing.T) {
 	}
 	// A join after that starts a reader again.
 	c := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", c); err != nil {
+	if err := h.Join(ctx, "rooms:lobby", c, nil); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, pub, "again")
@@ -386,7 +415,7 @@ func TestRoomsKeptApart(t *testing.T) {
 	sinks := make([]*sink, len(topics))
 	for i, topic := range topics {
 		sinks[i] = newSink(wire.V2)
-		if err := h.Join(ctx, topic, sinks[i]); err != nil {
+		if err := h.Join(ctx, topic, sinks[i], nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -432,4 +461,153 @@ func TestHeartbeatBounds(t *testing.T) {
 			t.Errorf("heartbeat %s: err %v, want ok %v", tc.hb, err, tc.ok)
 		}
 	}
+}
+
+// Channels that asked for different things share a room: each gets what it
+// asked for, from one encoding per serializer and variant.
+func TestJoinParamsPerChannel(t *testing.T) {
+	h, pub := newHub(t)
+	ctx := context.Background()
+	all := WantOf([]string{proto.JoinSender, proto.JoinJoins, proto.JoinIgnore})
+	plainV2, plainV1 := newSink(wire.V2), newSink(wire.V1)
+	richV2a, richV2b, richV1 := newSink(wire.V2), newSink(wire.V2), newSink(wire.V1)
+	onlyJoins := newSink(wire.V2)
+	richV2a.user = "alice"
+	for s, w := range map[*sink]*Want{plainV2: nil, plainV1: nil, richV2a: all, richV2b: all, richV1: all, onlyJoins: WantOf([]string{"joins"})} {
+		if err := h.Join(ctx, "rooms:lobby", s, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, _ := jetstream.New(pub)
+	send := func(b proto.Broadcast) {
+		t.Helper()
+		if err := proto.PublishBroadcast(ctx, js, "rooms:lobby", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{"body":"hi"}`), From: "alice"})
+	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{}`), From: "ignored"})
+	send(proto.Broadcast{Event: "user_joined", Payload: json.RawMessage(`{"user_id":"alice"}`), From: "alice", ExcludeFrom: true, OptIn: proto.JoinJoins})
+	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{"body":"end"}`)})
+
+	frames := func(s *sink, n int) []string {
+		t.Helper()
+		for range n {
+			s.wait(t)
+		}
+		select {
+		case <-s.got:
+			t.Fatalf("more than %d frames", n)
+		case <-time.After(50 * time.Millisecond):
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var out []string
+		for _, f := range s.frames {
+			out = append(out, string(f.Data))
+		}
+		return out
+	}
+	const end = `[null,null,"rooms:lobby","new_msg",{"body":"end"}]`
+	for _, tc := range []struct {
+		name string
+		s    *sink
+		want []string
+	}{
+		{"V2 without parameters: the guide's frames", plainV2, []string{
+			`[null,null,"rooms:lobby","new_msg",{"body":"hi"}]`,
+			`[null,null,"rooms:lobby","new_msg",{}]`, end}},
+		{"V1 without parameters", plainV1, []string{
+			`{"event":"new_msg","payload":{"body":"hi"},"ref":null,"topic":"rooms:lobby"}`,
+			`{"event":"new_msg","payload":{},"ref":null,"topic":"rooms:lobby"}`,
+			`{"event":"new_msg","payload":{"body":"end"},"ref":null,"topic":"rooms:lobby"}`}},
+		{"alice, everything: her own join is not announced to her, ignored skipped", richV2a, []string{
+			`[null,null,"rooms:lobby","new_msg",{"body":"hi","user_id":"alice"}]`, end}},
+		{"everything", richV2b, []string{
+			`[null,null,"rooms:lobby","new_msg",{"body":"hi","user_id":"alice"}]`,
+			`[null,null,"rooms:lobby","user_joined",{"user_id":"alice"}]`, end}},
+		{"V1, everything", richV1, []string{
+			`{"event":"new_msg","payload":{"body":"hi","user_id":"alice"},"ref":null,"topic":"rooms:lobby"}`,
+			`{"event":"user_joined","payload":{"user_id":"alice"},"ref":null,"topic":"rooms:lobby"}`,
+			`{"event":"new_msg","payload":{"body":"end"},"ref":null,"topic":"rooms:lobby"}`}},
+		{"joins only: no sender, nobody ignored", onlyJoins, []string{
+			`[null,null,"rooms:lobby","new_msg",{"body":"hi"}]`,
+			`[null,null,"rooms:lobby","new_msg",{}]`,
+			`[null,null,"rooms:lobby","user_joined",{"user_id":"alice"}]`, end}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := frames(tc.s, len(tc.want)); !slices.Equal(got, tc.want) {
+				t.Fatalf("frames:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+	// Encoded once per serializer and variant.
+	if &richV2a.frames[0].Data[0] != &richV2b.frames[0].Data[0] {
+		t.Error("two V2 channels asking for the sender got separate encodings")
+	}
+	if &plainV2.frames[0].Data[0] != &onlyJoins.frames[0].Data[0] {
+		t.Error("two V2 channels without the sender got separate encodings")
+	}
+
+	// A duplicate join replaces what the channel asked for.
+	if err := h.Join(ctx, "rooms:lobby", plainV2, WantOf([]string{proto.JoinSender})); err != nil {
+		t.Fatal(err)
+	}
+	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{"body":"again"}`), From: "bob"})
+	if f := plainV2.wait(t); string(f.Data) != `[null,null,"rooms:lobby","new_msg",{"body":"again","user_id":"bob"}]` {
+		t.Fatalf("after a rejoin with sender: %s", f.Data)
+	}
+}
+
+func TestAppendSender(t *testing.T) {
+	for _, tc := range []struct{ payload, from, want string }{
+		{`{"body":"hi"}`, "alice", `{"body":"hi","user_id":"alice"}`},
+		{`{}`, "alice", `{"user_id":"alice"}`},
+		{`{ }`, "a", `{"user_id":"a"}`},
+		{"{\"a\":1 }\n", "a", `{"a":1,"user_id":"a"}`},
+		{`{"body":"x"}`, "<é\"\n>", `{"body":"x","user_id":"<é\"\n>"}`},
+		{`{"user_id":"bob"}`, "alice", `{"user_id":"bob"}`},
+		{`{"body":{"user_id":"x"},"text":"user_id"}`, "alice", `{"body":{"user_id":"x"},"text":"user_id","user_id":"alice"}`},
+	} {
+		got := appendSender(nil, []byte(tc.payload), tc.from)
+		if string(got) != tc.want {
+			t.Errorf("appendSender(%s, %q) = %s, want %s", tc.payload, tc.from, got, tc.want)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil || m["user_id"] != tc.from && !hasKey([]byte(tc.payload), "user_id") {
+			t.Errorf("appendSender(%s, %q) = %s: not an object naming the sender (%v)", tc.payload, tc.from, got, err)
+		}
+	}
+}
+
+// FuzzAppendSender: for any valid broadcast payload and sender, the result
+// is a JSON object whose user_id is the sender.
+func FuzzAppendSender(f *testing.F) {
+	f.Add([]byte(`{"body":"hi"}`), "alice")
+	f.Add([]byte(`{}`), "")
+	f.Add([]byte(` {"user_id":"x"} `), "\x00\xff")
+	f.Fuzz(func(t *testing.T, payload []byte, from string) {
+		b := proto.Broadcast{Event: "e", Payload: payload}
+		if b.Validate() != nil {
+			return
+		}
+		got := appendSender(nil, payload, from)
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("appendSender(%q, %q) = %q: %v", payload, from, got, err)
+		}
+		if hasKey(payload, "user_id") {
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("appendSender(%q, %q) = %q: a payload with a user_id must stay as it is", payload, from, got)
+			}
+			return
+		}
+		// Invalid UTF-8 becomes U+FFFD, a byte each, as encoding/json does.
+		var user, want string
+		quoted, _ := json.Marshal(from)
+		_ = json.Unmarshal(quoted, &want)
+		if err := json.Unmarshal(m["user_id"], &user); err != nil || user != want {
+			t.Fatalf("appendSender(%q, %q): user_id %s", payload, from, m["user_id"])
+		}
+	})
 }

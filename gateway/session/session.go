@@ -191,14 +191,19 @@ func (s *Session) SetIgnored(users []string) {
 	s.ignored.Store(&set)
 }
 
-// Skips reports whether a broadcast from user (with excludeFrom: a
-// broadcast not meant for the user's own sockets) must not reach this socket.
-func (s *Session) Skips(from string, excludeFrom bool) bool {
+// Skips reports whether a broadcast from user must not reach this socket:
+// with excludeFrom, a broadcast not meant for the user's own sockets; with
+// ignore (the channel joined with proto.JoinIgnore), one from a user this
+// socket's user ignores.
+func (s *Session) Skips(from string, excludeFrom, ignore bool) bool {
 	if from == "" {
 		return false
 	}
 	if excludeFrom && from == s.userID {
 		return true
+	}
+	if !ignore {
+		return false
 	}
 	if set := s.ignored.Load(); set != nil {
 		_, ok := (*set)[from]
@@ -260,7 +265,7 @@ func (s *Session) join(m wire.Message) {
 		// On a duplicate join the socket stays in the room (Join is
 		// idempotent), so no broadcast is lost between the two channels.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		err := s.cfg.Hub.Join(ctx, m.Topic, s.tr)
+		err := s.cfg.Hub.Join(ctx, m.Topic, s.tr, fanout.WantOf(proto.JoinFlags(m.Payload)))
 		cancel()
 		if err != nil {
 			s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)

@@ -73,7 +73,9 @@
 
     const topic = "rooms:" + room;
     roomName.textContent = room;
-    const ch = socket.channel(topic, {});
+    // Beyond the channels guide, each asked for (see the README's join
+    // parameters): who sent each message, who joins, and the user's ignore list.
+    const ch = socket.channel(topic, { sender: true, joins: true, ignore: true });
     channel = ch;
     ch.on("new_msg", (payload) => {
       if (payload instanceof ArrayBuffer) {

@@ -20,9 +20,8 @@ func Settings() []svckit.Setting { return append(RulesSettings(), StoreSettings(
 func RulesSettings() []svckit.Setting {
 	return []svckit.Setting{
 		{Key: "rooms.public", Default: []string{}, Help: "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
-		{Key: "rooms.max_body_length", Default: rooms.DefaultMaxBodyLength, Help: "longest new_msg body in characters"},
-		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room"},
-		{Key: "rooms.include_sender", Default: true, Help: "add the sender's user_id to new_msg payloads of logged-in users"},
+		{Key: "rooms.max_body_bytes", Default: rooms.DefaultMaxBodyBytes, Help: "longest new_msg body in bytes of UTF-8; its escaped broadcast must fit NATS's max_payload"},
+		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room, to channels joined with {joins: true}"},
 	}
 }
 
@@ -38,14 +37,13 @@ func StoreSettings() []svckit.Setting {
 
 // Rules reads the chat rules.
 func Rules(v *viper.Viper) (rooms.Rules, error) {
-	if err := svckit.Positive(v, "rooms.max_body_length"); err != nil {
+	if err := svckit.Positive(v, "rooms.max_body_bytes"); err != nil {
 		return rooms.Rules{}, err
 	}
 	return rooms.Rules{
 		PublicTopics:  svckit.List(v, "rooms.public"),
-		MaxBodyLength: v.GetInt("rooms.max_body_length"),
+		MaxBodyBytes:  v.GetInt("rooms.max_body_bytes"),
 		AnnounceJoins: v.GetBool("rooms.announce_joins"),
-		IncludeSender: v.GetBool("rooms.include_sender"),
 	}, nil
 }
 

@@ -64,6 +64,10 @@ func Start(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// A body the rules accept must fit in the broadcast that carries it.
+	if err := opts.Rules.CheckFits(min(opts.Conn.MaxPayload(), proto.RoomStreamMaxMsgSize)); err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
 	s := &Service{opts: opts}
 	handlers := map[string]nats.MsgHandler{
 		proto.JoinSubject(opts.Service): s.handleJoin,
@@ -122,9 +126,10 @@ func (s *Service) join(req proto.JoinRequest) proto.Reply {
 		rep.Ignore = &proto.IgnoreUpdate{Ignored: ignored}
 	}
 	if s.opts.Rules.AnnounceJoins {
-		// The guide's user_joined, to everyone in the room but the user.
+		// The guide's user_joined, to everyone in the room but the user,
+		// on the channels that asked for announcements.
 		payload, _ := proto.Marshal(map[string]string{"user_id": req.UserID})
-		s.broadcast(req.Topic, proto.Broadcast{Event: "user_joined", Payload: payload, From: req.UserID, ExcludeFrom: true})
+		s.broadcast(req.Topic, proto.Broadcast{Event: "user_joined", Payload: payload, From: req.UserID, ExcludeFrom: true, OptIn: proto.JoinJoins})
 	}
 	return rep
 }
@@ -155,11 +160,9 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 			if err != nil {
 				return proto.Error(err.Error())
 			}
-			msg := newMsg{Body: body}
-			if s.opts.Rules.IncludeSender {
-				msg.UserID = req.UserID
-			}
-			b.Payload, _ = proto.Marshal(msg)
+			// The guide's payload, exactly; the sender travels beside it
+			// (From), for the channels that ask for it (proto.JoinSender).
+			b.Payload, _ = proto.Marshal(newMsg{Body: body})
 		}
 		// Stored before the reply, so the gateway's next push from this
 		// client (sent only after this reply) is stored, and so delivered
@@ -199,10 +202,9 @@ func (s *Service) kick(topic, user string) error {
 	return s.opts.Conn.Publish(subject, data)
 }
 
-// newMsg is the new_msg broadcast payload.
+// newMsg is the new_msg broadcast payload: the guide's %{body: body}.
 type newMsg struct {
-	Body   string `json:"body"`
-	UserID string `json:"user_id,omitempty"`
+	Body string `json:"body"`
 }
 
 func (s *Service) broadcast(topic string, b proto.Broadcast) error {

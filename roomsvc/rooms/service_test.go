@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func startService(t *testing.T, storeDir string) (*nats.Conn, *Store) {
 	srv := natstest.Start(t, natstest.Options{StoreDir: storeDir})
 	nc := natstest.Connect(t, srv)
 	st := openStore(t, nc)
-	svc, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyLength: 10}})
+	svc, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyBytes: 10}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,21 +99,32 @@ func TestPushNewMsgBroadcasts(t *testing.T) {
 		t.Fatal(err)
 	}
 	push := proto.PushSubject(proto.ServiceRooms)
-	rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: "new_msg", Payload: json.RawMessage(`{"body":"hi","extra":1}`)})
-	if rep.Status != proto.StatusNoReply {
-		t.Fatalf("new_msg reply = %+v, want noreply", rep)
-	}
-	m, err := sub.NextMsg(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(m.Data) != `{"event":"new_msg","payload":{"body":"hi"}}` {
-		t.Fatalf("broadcast = %s", m.Data)
+	// The payload is the guide's {"body"} whoever sends; the sender goes
+	// beside it, for the channels that ask (proto.JoinSender).
+	for _, tc := range []struct{ user, payload, want string }{
+		{"", `{"body":"hi","extra":1}`, `{"event":"new_msg","payload":{"body":"hi"}}`},
+		{"alice", `{"body":"hi"}`, `{"event":"new_msg","payload":{"body":"hi"},"from":"alice"}`},
+		{"alice", `{"body":""}`, `{"event":"new_msg","payload":{"body":""},"from":"alice"}`},
+		{"", `{"body":" \n"}`, `{"event":"new_msg","payload":{"body":" \n"}}`},
+		{"", `{"body":"<é>"}`, `{"event":"new_msg","payload":{"body":"<é>"}}`},
+	} {
+		rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: "new_msg", UserID: tc.user, Payload: json.RawMessage(tc.payload)})
+		if rep.Status != proto.StatusNoReply {
+			t.Fatalf("new_msg %s reply = %+v, want noreply", tc.payload, rep)
+		}
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) != tc.want {
+			t.Fatalf("broadcast of %s = %s, want %s", tc.payload, m.Data, tc.want)
+		}
 	}
 
 	for _, tc := range []struct{ event, payload, reason string }{
-		{"new_msg", `{"body":""}`, "body is empty"},
-		{"new_msg", `{"body":"12345678901"}`, "body is 11 characters, the limit is 10"},
+		{"new_msg", `{"body":"12345678901"}`, "body is 11 bytes, the limit is 10 bytes"},
+		{"new_msg", `{"body":"ééééé!"}`, "body is 11 bytes, the limit is 10 bytes"},
+		{"new_msg", `{"body":null}`, "body must be a string"},
 		{"shout", `{}`, `unknown event "shout"`},
 	} {
 		rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: tc.event, Payload: json.RawMessage(tc.payload)})
@@ -205,4 +217,44 @@ func TestIgnoreListMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(open(), []string{"dave"})
+}
+
+func TestAnnounceJoinsIsOptIn(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	nc := natstest.Connect(t, srv)
+	svc, err := Start(Options{Conn: nc, Store: openStore(t, nc), Rules: Rules{AnnounceJoins: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Drain(context.Background()) })
+	sub, err := nc.SubscribeSync("phx.room.rooms:lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	request[proto.Reply](t, nc, proto.JoinSubject(proto.ServiceRooms), proto.JoinRequest{Topic: "rooms:lobby", UserID: "alice"})
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"event":"user_joined","payload":{"user_id":"alice"},"from":"alice","exclude_from":true,"opt_in":"joins"}`
+	if string(m.Data) != want {
+		t.Fatalf("announcement = %s, want %s", m.Data, want)
+	}
+}
+
+// A body limit whose broadcast cannot fit in a NATS message is refused at
+// start, not at the first long message.
+func TestStartRefusesABodyLimitOverMaxPayload(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	nc := natstest.Connect(t, srv)
+	st := openStore(t, nc)
+	_, err := Start(Options{Conn: nc, Store: st, Rules: Rules{MaxBodyBytes: 512 << 10}})
+	if err == nil || !strings.Contains(err.Error(), "rooms.max_body_bytes 524288") || !strings.Contains(err.Error(), "use at most") {
+		t.Fatalf("Start with a 512 KiB body limit = %v, want a refusal naming the limit", err)
+	}
+	svc, err := Start(Options{Conn: nc, Store: st})
+	if err != nil {
+		t.Fatalf("Start with the default body limit: %v", err)
+	}
+	svc.Drain(context.Background())
 }
