@@ -4,7 +4,7 @@
 // error in its place. Run by the Go test allinone/system TestPhoenixJS.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { Sockets, collect, joinOk, push, waitFor } from "./lib.mjs";
+import { Sockets, V1_JSON, collect, joinOk, push, waitFor } from "./lib.mjs";
 
 const LOBBY = "rooms:lobby";
 const T = { timeout: 20000 };
@@ -28,11 +28,7 @@ test("a binary new_msg reaches V2 sockets as an ArrayBuffer and V1 sockets as an
   const sender = await sockets.connect();
   const v2 = await sockets.connect();
   // phoenix.js speaks V1 when given vsn 1.0.0 and the JSON object codec.
-  const v1 = await sockets.connect({
-    vsn: "1.0.0",
-    encode: (msg, cb) => cb(JSON.stringify(msg)),
-    decode: (raw, cb) => cb(JSON.parse(raw)),
-  });
+  const v1 = await sockets.connect(V1_JSON);
   const [cs, c2, c1] = [sender, v2, v1].map((s) => s.channel(LOBBY));
   await Promise.all([joinOk(cs), joinOk(c2), joinOk(c1)]);
   // A random signature keeps other tests' binary messages apart.

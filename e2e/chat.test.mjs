@@ -8,7 +8,8 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  Sockets, collect, errorText, join, joinOk, marker, push, sleep, token, waitFor,
+  Sockets, assertJoinRefused, collect, errorText, hasPrefix, joinOk, leave, lifecycle, marker, push,
+  send, sleep, token, waitFor,
 } from "./lib.mjs";
 
 const MEMBER = process.env.PHX_MEMBER || "alice";
@@ -16,28 +17,9 @@ const PRIVATE_ROOM = process.env.PHX_PRIVATE_ROOM || "rooms:ops";
 const LOBBY = "rooms:lobby";
 // Every test is bounded; waits inside are shorter still.
 const T = { timeout: 20000 };
-// new_msg gets no reply (like {:noreply}); a short push timeout keeps
-// phoenix.js' per-push timers from holding the process open for 10 s.
-const NOREPLY_TIMEOUT = 2000;
 
 const sockets = new Sockets();
 after(() => sockets.disconnectAll());
-
-/** send pushes an event that expects no reply. */
-function send(channel, event, payload) {
-  channel.push(event, payload, NOREPLY_TIMEOUT);
-}
-
-/** hasPrefix is a new_msg filter for bodies starting with prefix. */
-const hasPrefix = (prefix) => (p) => typeof p?.body === "string" && p.body.startsWith(prefix);
-
-/** Asserts a join is refused with exactly `response`, then stops phoenix.js' rejoins. */
-async function assertJoinRefused(channel, response) {
-  const r = await join(channel);
-  channel.leave(); // a refused join makes phoenix.js rejoin forever
-  assert.equal(r.status, "error", `join ${channel.topic}: want error, got ${r.status} ${JSON.stringify(r.response)}`);
-  assert.deepEqual(r.response, response);
-}
 
 test("guide scenario: two clients in rooms:lobby both get a new_msg exactly once", T, async () => {
   const bob = await sockets.connect({ token: await token("bob") });
@@ -122,12 +104,7 @@ test("leave stops delivery", T, async () => {
   send(aLobby, "new_msg", { body: before });
   await waitFor(() => bBefore.length === 1, 5000, "B to get a message before leaving");
 
-  const left = await waitFor(new Promise((resolve) => {
-    bLobby.leave(3000)
-      .receive("ok", (resp) => resolve({ status: "ok", resp }))
-      .receive("timeout", () => resolve({ status: "timeout" }));
-  }), 5000, "reply to B's phx_leave");
-  assert.equal(left.status, "ok", "phx_leave is acknowledged ok");
+  await leave(b, bLobby);
 
   const body = marker("after-leave");
   const atA = collect(aLobby, "new_msg", (p) => p.body === body);
@@ -300,21 +277,14 @@ test("a forged token is refused at the upgrade (HTTP 403)", T, async () => {
 
 test("heartbeats keep the socket open", T, async () => {
   const s = sockets.newSocket({ heartbeatIntervalMs: 100 });
-  const problems = [];
-  let heartbeatReplies = 0;
-  s.onError((err) => problems.push(`error: ${errorText(err)}`));
-  s.onClose((ev) => problems.push(`close: code ${ev?.code} ${ev?.reason ?? ""}`));
-  s.onMessage((m) => {
-    if (m.topic === "phoenix" && m.event === "phx_reply" && m.payload?.status === "ok") heartbeatReplies++;
-  });
-  const opened = new Promise((resolve) => s.onOpen(resolve));
-  s.connect();
-  await waitFor(opened, 5000, "socket to open");
+  const life = lifecycle(s);
+  await sockets.open(s);
 
   await sleep(1000);
-  assert.deepEqual(problems, [], "no error or close while heartbeating every 100 ms");
+  assert.deepEqual(life.problems, [], "no error or close while heartbeating every 100 ms");
+  assert.equal(life.opens, 1, "opened once (no reconnect)");
   assert.equal(s.isConnected(), true);
-  assert.ok(heartbeatReplies >= 5, `heartbeat replies in 1 s: want >= 5, got ${heartbeatReplies}`);
+  assert.ok(life.heartbeatReplies >= 5, `heartbeat replies in 1 s: want >= 5, got ${life.heartbeatReplies}`);
   sockets.disconnect(s);
 });
 

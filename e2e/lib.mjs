@@ -1,6 +1,8 @@
 // Helpers shared by the end-to-end tests and fanout.mjs. They drive the
-// official, unmodified phoenix.js client (npm "phoenix") over the "ws"
-// WebSocket implementation, as a browser would drive it.
+// official, unmodified phoenix.js client (npm "phoenix", or an older release
+// under an alias such as "phx14") over the "ws" WebSocket implementation, as
+// a browser would drive it.
+import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Socket } from "phoenix";
 import WebSocket from "ws";
@@ -82,7 +84,12 @@ export async function token(userId) {
  * in an after() hook even when a test failed half-way.
  */
 export class Sockets {
-  constructor() {
+  /**
+   * SocketClass is the Socket of the phoenix.js to drive: by default the
+   * "phoenix" package, or that of an older release (versions.test.mjs).
+   */
+  constructor(SocketClass = Socket) {
+    this.Socket = SocketClass;
     this.all = new Set();
   }
 
@@ -92,7 +99,7 @@ export class Sockets {
    */
   newSocket({ token: tok, ...opts } = {}) {
     const params = tok === undefined ? {} : { token: tok };
-    const socket = new Socket(SOCKET_URL, { transport: WebSocket, params, ...opts });
+    const socket = new this.Socket(SOCKET_URL, { transport: WebSocket, params, ...opts });
     this.all.add(socket);
     return socket;
   }
@@ -101,8 +108,12 @@ export class Sockets {
    * connect opens a socket and resolves once it is open. It rejects (and
    * disconnects the socket) if phoenix.js reports an error first, or after ms.
    */
-  async connect(opts = {}, ms = 5000) {
-    const socket = this.newSocket(opts);
+  connect(opts = {}, ms = 5000) {
+    return this.open(this.newSocket(opts), ms);
+  }
+
+  /** open connects a socket made by newSocket, as connect does. */
+  async open(socket, ms = 5000) {
     const opened = new Promise((resolve, reject) => {
       const refs = [];
       const off = () => socket.off(refs);
@@ -128,6 +139,10 @@ export class Sockets {
     } catch {
       // already gone
     }
+    // phoenix.js 1.4 unhooks the WebSocket's onclose before closing it, so
+    // the handler that stops its heartbeat interval never runs, and the
+    // interval would keep Node running forever.
+    clearInterval(socket.heartbeatTimer);
   }
 
   disconnectAll() {
@@ -190,6 +205,75 @@ export function collect(channel, event, filter = () => true) {
   });
   return got;
 }
+
+/**
+ * new_msg gets no reply (like {:noreply}); a short push timeout keeps
+ * phoenix.js' per-push timers from holding the process open for 10 s.
+ */
+export const NOREPLY_TIMEOUT = 2000;
+
+/** send pushes an event that expects no reply. */
+export function send(channel, event, payload) {
+  channel.push(event, payload, NOREPLY_TIMEOUT);
+}
+
+/** hasPrefix is a new_msg filter for bodies starting with prefix. */
+export const hasPrefix = (prefix) => (p) => typeof p?.body === "string" && p.body.startsWith(prefix);
+
+/** Asserts a join is refused with exactly `response`, then stops phoenix.js' rejoins. */
+export async function assertJoinRefused(channel, response) {
+  const r = await join(channel);
+  channel.leave(); // a refused join makes phoenix.js rejoin forever
+  assert.equal(r.status, "error", `join ${channel.topic}: want error, got ${r.status} ${JSON.stringify(r.response)}`);
+  assert.deepEqual(r.response, response);
+}
+
+/**
+ * leave leaves channel (of socket) and resolves once phx_leave is answered
+ * ok and the server's phx_close for the topic has arrived. phoenix.js may
+ * resolve leave() before the server has the phx_leave (over long-poll it is
+ * still on its way in a POST); the phx_close comes after the server's ok.
+ */
+export async function leave(socket, channel, ms = 5000) {
+  const closed = new Promise((resolve) => {
+    const ref = socket.onMessage((m) => {
+      if (m.topic === channel.topic && m.event === "phx_close") {
+        socket.off([ref]);
+        resolve();
+      }
+    });
+  });
+  const left = await waitFor(new Promise((resolve) => {
+    channel.leave(3000)
+      .receive("ok", () => resolve("ok"))
+      .receive("timeout", () => resolve("timeout"));
+  }), ms, `reply to phx_leave on ${channel.topic}`);
+  assert.equal(left, "ok", "phx_leave is acknowledged ok");
+  await waitFor(closed, ms, `the server's phx_close for ${channel.topic} after phx_leave`);
+}
+
+/**
+ * lifecycle records what happens to a socket: opens, errors and closes
+ * (problems), and ok replies to heartbeats (the only pushes on the
+ * "phoenix" topic). Call it before connecting.
+ */
+export function lifecycle(socket) {
+  const life = { opens: 0, problems: [], heartbeatReplies: 0 };
+  socket.onOpen(() => { life.opens++; });
+  socket.onError((err) => life.problems.push(`error: ${errorText(err)}`));
+  socket.onClose((ev) => life.problems.push(`close: code ${ev?.code} ${ev?.reason ?? ""}`));
+  socket.onMessage((m) => {
+    if (m.topic === "phoenix" && m.event === "phx_reply" && m.payload?.status === "ok") life.heartbeatReplies++;
+  });
+  return life;
+}
+
+/** Socket options that make phoenix.js speak V1 (vsn 1.0.0, JSON object frames). */
+export const V1_JSON = {
+  vsn: "1.0.0",
+  encode: (msg, cb) => cb(JSON.stringify(msg)),
+  decode: (raw, cb) => cb(JSON.parse(raw)),
+};
 
 /** Percentile (0..100) of a numeric array, nearest rank. */
 export function percentile(values, p) {

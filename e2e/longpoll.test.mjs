@@ -9,23 +9,19 @@ import assert from "node:assert/strict";
 import { LongPoll } from "phoenix";
 import WebSocket from "ws";
 import {
-  Sockets, collect, errorText, join, joinOk, marker, push, sleep, token, waitFor,
+  Sockets, assertJoinRefused, collect, errorText, hasPrefix, joinOk, leave, marker, push, send, sleep,
+  token, waitFor,
 } from "./lib.mjs";
 
 const MEMBER = process.env.PHX_MEMBER || "alice";
 const PRIVATE_ROOM = process.env.PHX_PRIVATE_ROOM || "rooms:ops";
 const LOBBY = "rooms:lobby";
 const T = { timeout: 20000 };
-const NOREPLY_TIMEOUT = 2000;
 
 const sockets = new Sockets();
 after(() => sockets.disconnectAll());
 
 const longPoll = (opts = {}) => sockets.connect({ transport: LongPoll, ...opts });
-
-function send(channel, event, payload) {
-  channel.push(event, payload, NOREPLY_TIMEOUT);
-}
 
 test("long-poll: a LongPoll and a WebSocket client in rooms:lobby both get a new_msg exactly once", T, async () => {
   const lp = await longPoll({ token: await token("lp-bob") });
@@ -68,7 +64,7 @@ test("long-poll: 150 pushes in one tick arrive in order (ndjson batches of 100)"
   const lobby = lp.channel(LOBBY);
   await joinOk(lobby);
   const prefix = `${marker("lp-burst")}-m-`;
-  const got = collect(lobby, "new_msg", (p) => typeof p?.body === "string" && p.body.startsWith(prefix));
+  const got = collect(lobby, "new_msg", hasPrefix(prefix));
   for (let i = 0; i < N; i++) send(lobby, "new_msg", { body: prefix + i });
   await waitFor(() => got.length >= N, 10000, `${N} messages back (got ${got.length})`);
   await sleep(300);
@@ -78,11 +74,7 @@ test("long-poll: 150 pushes in one tick arrive in order (ndjson batches of 100)"
 
 test("long-poll: private room refuses a non-member and admits the member (authToken header)", T, async () => {
   const mallory = await longPoll({ token: await token("lp-mallory") });
-  const refused = mallory.channel(PRIVATE_ROOM);
-  const r = await join(refused);
-  refused.leave(); // a refused join makes phoenix.js rejoin forever
-  assert.equal(r.status, "error");
-  assert.deepEqual(r.response, { reason: "unauthorized" });
+  await assertJoinRefused(mallory.channel(PRIVATE_ROOM), { reason: "unauthorized" });
 
   // authToken travels in X-Phoenix-AuthToken over long-poll.
   const member = await longPoll({ authToken: await token(MEMBER) });
@@ -101,20 +93,9 @@ test("long-poll: leave is acknowledged and stops delivery", T, async () => {
   await joinOk(wsLobby);
 
   // phoenix.js resolves leave() "ok" locally at once; over long-poll the
-  // phx_leave is still on its way in a POST, so wait for the server's
-  // phx_close (sent after its ok reply) before testing delivery.
-  const closed = new Promise((resolve) => {
-    lp.onMessage((m) => {
-      if (m.topic === LOBBY && m.event === "phx_close") resolve();
-    });
-  });
-  const left = await waitFor(new Promise((resolve) => {
-    lpLobby.leave(3000)
-      .receive("ok", () => resolve("ok"))
-      .receive("timeout", () => resolve("timeout"));
-  }), 5000, "reply to phx_leave");
-  assert.equal(left, "ok");
-  await waitFor(closed, 5000, "the server's phx_close after phx_leave");
+  // phx_leave is still on its way in a POST, so leave also waits for the
+  // server's phx_close (sent after its ok reply) before testing delivery.
+  await leave(lp, lpLobby);
 
   const body = marker("lp-after-leave");
   const raw = [];
