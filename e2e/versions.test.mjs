@@ -34,7 +34,7 @@
 //   4. 100 pushes reach the member (and the sender) in order;
 //   5. after leave() is acknowledged, the member's message does not reach
 //      the sender;
-//   6. a socket heartbeating every 100 ms stays open 1.5 s, its heartbeats
+//   6. a socket heartbeating every 250 ms stays open 2 s, its heartbeats
 //      answered (LongPoll sends none: phoenix.js skips them there), and no
 //      socket of the scenario reconnects.
 // The releases run concurrently; rooms:lobby is shared with the other test
@@ -60,12 +60,14 @@ const PRIVATE_ROOM = process.env.PHX_PRIVATE_ROOM || "rooms:ops";
 const LOBBY = "rooms:lobby";
 const T = { timeout: 30000 };
 const N = 100;
-const HEARTBEAT_MS = 100;
+// phoenix.js reconnects when a heartbeat's reply has not come by the next
+// one: 250 ms leaves a loaded CI machine room to answer.
+const HEARTBEAT_MS = 250;
 // phoenix.js 1.5 starts its first heartbeat with a timer it does not keep,
 // so a socket it disconnected holds Node up to twice the heartbeat interval
 // (30 s by default): the other sockets of the scenario heartbeat every 500 ms.
 const SLOW_HEARTBEAT_MS = 500;
-const STAY_OPEN_MS = 1500;
+const STAY_OPEN_MS = 2000;
 const NO_LONGPOLL = "phoenix.js before 1.8 cannot long-poll in Node: its Ajax needs a browser global "
   + "(self or window) with XMLHttpRequest (see the top of this file)";
 
