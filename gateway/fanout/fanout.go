@@ -25,9 +25,10 @@
 // nothing published meanwhile is lost or duplicated. Every gateway also
 // sees a room in the stream's one order.
 //
-// Each broadcast is validated and encoded once per serializer version, and
-// the same bytes are handed to every local subscriber, which must queue them
-// without blocking (a slow socket is the socket's problem, never the room's).
+// Each broadcast is validated and encoded once per serializer, and the
+// same bytes are handed to every local member (a session), whose transport
+// must queue them without blocking (a slow socket is the socket's problem,
+// never the room's).
 package fanout
 
 import (
@@ -43,34 +44,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
 )
 
-// Frame is one encoded WebSocket message. Data is shared between sockets
-// and must never be modified.
-type Frame struct {
-	Data   []byte
-	Binary bool
-}
-
-// Subscriber is a local socket that receives room broadcasts.
-type Subscriber interface {
-	// Serializer is the wire format the socket speaks.
-	Serializer() wire.Serializer
-	// Deliver queues f for sending. It must not block; a subscriber whose
-	// queue is full closes itself.
-	Deliver(f Frame)
-	// Skips reports whether a broadcast From a user must not reach this
-	// subscriber (its user ignores them, or excludeFrom and it is theirs).
-	Skips(from string, excludeFrom bool) bool
-	// RoomLost tells the subscriber that broadcasts of topic may have been
-	// missed (they left the stream before the gateway could read them):
-	// like a crashed Phoenix channel, it must end its channel with
-	// phx_error so that the client rejoins and catches up its own way. It
-	// is called without the Hub's locks held and may call Leave.
-	RoomLost(topic string)
-}
+// Defaults of Options.
+const (
+	DefaultHeartbeat = 2 * time.Second
+	DefaultLinger    = 30 * time.Second
+)
 
 // Options configure a Hub.
 type Options struct {
@@ -79,14 +62,14 @@ type Options struct {
 	// Heartbeat is how often the NATS server proves the Hub's consumer is
 	// alive when the rooms are quiet; a consumer silent for two heartbeats
 	// (its NATS node died) is recreated where the last one stopped.
-	// Default 2s, within 500ms-30s.
+	// Default DefaultHeartbeat, within 500ms-30s.
 	Heartbeat time.Duration
 	// Linger keeps the Hub's consumer this long after the gateway's last
 	// local member left, so that sockets that reconnect and rejoin
 	// (phoenix.js after a network blip, a page reload) find it running
 	// instead of costing a new consumer, which on a NATS cluster goes
-	// through the JetStream meta leader. Zero stops it with the last
-	// leave.
+	// through the JetStream meta leader. Default DefaultLinger; session.Off
+	// stops it with the last leave.
 	Linger time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -94,7 +77,7 @@ type Options struct {
 	Metrics *metrics.Metrics
 }
 
-// Hub maps rooms to local subscribers.
+// Hub maps rooms to their local members, the sessions joined to them.
 type Hub struct {
 	js      jetstream.JetStream
 	opts    Options
@@ -110,6 +93,7 @@ type Hub struct {
 	// tells a stale timer's callback from the current one's.
 	idle    *time.Timer
 	idleGen uint64
+	closed  bool
 }
 
 // feed is the Hub's reader of the whole room stream, started by the first
@@ -140,12 +124,12 @@ type room struct {
 	// members in a slice, because dispatch walks it for every broadcast
 	// (a slice walk is several times cheaper than a map's), and their
 	// positions in it, for removal.
-	members []Subscriber
-	index   map[Subscriber]int
+	members []*session.Session
+	index   map[*session.Session]int
 }
 
 // add makes s a member; adding a member again does nothing. r.mu is held.
-func (r *room) add(s Subscriber) {
+func (r *room) add(s *session.Session) {
 	if _, ok := r.index[s]; !ok {
 		r.index[s] = len(r.members)
 		r.members = append(r.members, s)
@@ -153,7 +137,7 @@ func (r *room) add(s Subscriber) {
 }
 
 // remove takes s out, moving the last member into its place. r.mu is held.
-func (r *room) remove(s Subscriber) {
+func (r *room) remove(s *session.Session) {
 	i, ok := r.index[s]
 	if !ok {
 		return
@@ -172,7 +156,13 @@ func New(opts Options) (*Hub, error) {
 		return nil, errors.New("fanout: Options.Conn is required")
 	}
 	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 2 * time.Second
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	switch {
+	case opts.Linger == 0:
+		opts.Linger = DefaultLinger
+	case opts.Linger < 0:
+		opts.Linger = 0
 	}
 	// nats.go refuses other values when the feed's consumer starts, which
 	// would fail every join; say so at start instead.
@@ -197,12 +187,16 @@ func New(opts Options) (*Hub, error) {
 // Join adds s to topic's room, starting the Hub's reader of the room
 // stream if it is not running. It returns once broadcasts stored from now
 // on will reach s.
-func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
+func (h *Hub) Join(ctx context.Context, topic string, s *session.Session) error {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
 	if h.idle != nil {
 		h.idle.Stop()
 		h.idle = nil
@@ -213,7 +207,7 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber) error {
 	f := h.feed
 	r := h.rooms[subject]
 	if r == nil {
-		r = &room{topic: topic, index: make(map[Subscriber]int)}
+		r = &room{topic: topic, index: make(map[*session.Session]int)}
 		h.rooms[subject] = r
 		h.metrics.Rooms.Inc()
 	}
@@ -261,7 +255,7 @@ func (h *Hub) startFeed() *feed {
 // Leave removes s from topic's room; the Hub's reader stops Linger after
 // the gateway's last member left. Leaving a room one is not in does
 // nothing.
-func (h *Hub) Leave(topic string, s Subscriber) {
+func (h *Hub) Leave(topic string, s *session.Session) {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return
@@ -281,7 +275,7 @@ func (h *Hub) Leave(topic string, s Subscriber) {
 	}
 	delete(h.rooms, subject)
 	h.metrics.Rooms.Dec()
-	if len(h.rooms) > 0 || h.feed == nil || h.idle != nil {
+	if len(h.rooms) > 0 || h.feed == nil || h.idle != nil || h.closed {
 		return
 	}
 	if h.feed.failed() {
@@ -323,6 +317,28 @@ func (h *Hub) dropFeed() {
 	}()
 }
 
+// ErrClosed is returned by Join after Close.
+var ErrClosed = errors.New("fanout: hub closed")
+
+// Close stops the Hub's reader of the room stream at once, lingering or
+// not, and refuses joins from then on. Members still in rooms stay there
+// (they may still Leave) but get nothing more.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	if h.idle != nil {
+		h.idle.Stop()
+		h.idle = nil
+	}
+	if h.feed != nil {
+		h.dropFeed()
+	}
+}
+
 // reading reports whether the Hub's reader of the room stream is running
 // or starting (it lingers after the last member left).
 func (h *Hub) reading() bool {
@@ -356,12 +372,14 @@ func (h *Hub) watchReconnects(events chan nats.Status) {
 }
 
 // lost tells every local member of every room that stream sequences
-// from..to, which may have held some of their broadcasts, are gone.
+// from..to, which may have held some of their broadcasts, are gone: like
+// a crashed Phoenix channel, each ends its channel with phx_error, so
+// that the client rejoins and catches up its own way.
 func (h *Hub) lost(from, to uint64) {
 	h.metrics.RoomGaps.Inc()
 	type loss struct {
 		topic   string
-		members []Subscriber
+		members []*session.Session
 	}
 	var losses []loss
 	h.mu.RLock()
@@ -375,7 +393,7 @@ func (h *Hub) lost(from, to uint64) {
 		"first_seq", from, "last_seq", to, "rooms", len(losses))
 	for _, l := range losses {
 		for _, s := range l.members {
-			s.RoomLost(l.topic)
+			s.ChannelError(l.topic)
 		}
 	}
 }
@@ -403,11 +421,11 @@ func (h *Hub) dispatch(subject string, data []byte) {
 		h.log.Warn("dropped malformed room message", "topic", r.topic, "err", err, "size", len(data))
 		return
 	}
-	// Encode at most once per serializer: every V2 socket shares one
-	// slice, every V1 socket another.
-	var cache [2]struct {
+	// Encode at most once per serializer: every V2 WebSocket shares one
+	// slice, every V1 socket another, every V2 long-poll session a third.
+	var cache [3]struct {
 		s wire.Serializer
-		f Frame
+		f session.Frame
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -417,7 +435,7 @@ func (h *Hub) dispatch(subject string, data []byte) {
 			continue
 		}
 		ser := s.Serializer()
-		var f Frame
+		var f session.Frame
 		found := false
 		for i := range cache {
 			if cache[i].s == ser {
@@ -431,7 +449,7 @@ func (h *Hub) dispatch(subject string, data []byte) {
 				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
 				continue
 			}
-			f = Frame{Data: data, Binary: bin}
+			f = session.Frame{Data: data, Binary: bin}
 			for i := range cache {
 				if cache[i].s == nil {
 					cache[i].s, cache[i].f = ser, f
@@ -445,17 +463,11 @@ func (h *Hub) dispatch(subject string, data []byte) {
 	h.metrics.Deliveries.Add(float64(n))
 }
 
-var binaryUnsupported, _ = proto.Marshal(map[string]string{"error": proto.BinaryUnsupported})
-
-// encode encodes b for one serializer. V1 cannot carry bytes, so a binary
-// broadcast reaches V1 sockets as the same event with an error payload.
+// encode encodes b for one serializer; bytes its clients cannot carry
+// become the same event with an error payload (session.AppendBroadcast).
 func encode(ser wire.Serializer, topic string, b *proto.Broadcast) ([]byte, bool, error) {
 	if b.Binary == nil {
 		return ser.AppendBroadcast(nil, topic, b.Event, b.Payload, false)
 	}
-	data, bin, err := ser.AppendBroadcast(nil, topic, b.Event, b.Binary, true)
-	if errors.Is(err, wire.ErrBinaryUnsupported) {
-		return ser.AppendBroadcast(nil, topic, b.Event, binaryUnsupported, false)
-	}
-	return data, bin, err
+	return session.AppendBroadcast(nil, ser, topic, b.Event, b.Binary, true)
 }
