@@ -13,8 +13,7 @@ import (
 
 // startWriter hands a socket that has something to send to a writer.
 func (c *conn) startWriter() {
-	if c.raw != nil {
-		c.srv.writers.add(c)
+	if c.raw != nil && c.srv.writers.add(c) {
 		return
 	}
 	go c.writeLoop(nil)
@@ -90,7 +89,9 @@ type writePool struct {
 // enough to make the lock cheap, few enough to share work among workers.
 const writePoolTake = 32
 
-func (p *writePool) add(c *conn) {
+// add lists c for a worker; false means the pool is closed, and c needs a
+// writer goroutine of its own.
+func (p *writePool) add(c *conn) bool {
 	p.start.Do(func() {
 		p.cond.L = &p.mu
 		for range runtime.GOMAXPROCS(0) {
@@ -98,14 +99,20 @@ func (p *writePool) add(c *conn) {
 		}
 	})
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
 	p.ready = append(p.ready, c)
 	if p.idle > 0 {
 		p.cond.Signal()
 	}
 	p.mu.Unlock()
+	return true
 }
 
-// close has the workers exit once they have written what is listed.
+// close has the workers exit once they have written what is listed; a
+// socket that has something to send after that gets a writer goroutine.
 func (p *writePool) close() {
 	p.mu.Lock()
 	p.closed = true
@@ -199,7 +206,9 @@ func (c *conn) flush(w *poolWorker) {
 	}
 	switch more, closeNow := c.release(batch); {
 	case more:
-		c.srv.writers.add(c)
+		if !c.srv.writers.add(c) {
+			go c.writeLoop(nil)
+		}
 	case closeNow:
 		go c.sendClose() // it may wait on the client; the pool does not
 	}

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -74,7 +73,6 @@ type Server struct {
 	writers   writePool
 	pollers   pollers
 	writeBufs sync.Pool
-	closed    atomic.Bool
 }
 
 // New creates a Server; its pollers and writers start with the first socket.
@@ -96,20 +94,15 @@ func New(cfg Config) *Server {
 }
 
 // Close stops the write pool's workers and the pollers that no socket
-// uses any more; call it once every socket has ended (after the drain).
-// New sockets are refused from then on with HTTP 503.
+// uses any more: call it once the sockets have ended (after the drain). A
+// socket served after that gets goroutines of its own.
 func (s *Server) Close() {
-	s.closed.Store(true)
 	s.writers.close()
 	s.pollers.close()
 }
 
 // ServeHTTP upgrades a Phoenix socket (GET /socket/websocket).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.closed.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
 	tok, hasTok := subprotocolToken(r)
 	client, refused := s.cfg.Connect.Check(r, r.URL.Query(), tok, hasTok)
 	if refused != nil {
