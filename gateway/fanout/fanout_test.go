@@ -241,7 +241,7 @@ func TestJoinStartsAfterStoredMessages(t *testing.T) {
 // sequence the join started at.
 func TestCatchUpAfterReconnect(t *testing.T) {
 	want := []string{"a", "b", "c"}
-	s := whileAway(t, proto.RoomStreamOptions{}, func(pub *nats.Conn) {
+	s, _ := whileAway(t, proto.RoomStreamOptions{}, func(pub *nats.Conn) {
 		for _, b := range want {
 			publish(t, pub, b)
 		}
@@ -260,7 +260,7 @@ func TestCatchUpAfterReconnect(t *testing.T) {
 // stream (its limits), the room's sockets are told, to rejoin, rather than
 // silently miss it; delivery goes on with what the stream still has.
 func TestGapBeyondRetention(t *testing.T) {
-	s := whileAway(t, proto.RoomStreamOptions{MaxBytes: 2000}, func(pub *nats.Conn) {
+	s, listener := whileAway(t, proto.RoomStreamOptions{MaxBytes: 2000}, func(pub *nats.Conn) {
 		for i := range 40 { // far more than 2000 bytes
 			publish(t, pub, fmt.Sprint(i))
 		}
@@ -273,10 +273,11 @@ func TestGapBeyondRetention(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no RoomLost after broadcasts left the stream unread")
 	}
-	// Delivery goes on, in order, with what the stream kept: the newest.
+	// Delivery goes on, in order, with what the stream kept: the newest
+	// (to the listener: the member's channel ended with the phx_error).
 	var got []string
 	for !slices.Contains(got, "39") {
-		got = waitBodies(t, s, 1)
+		got = waitBodies(t, listener, 1)
 	}
 	if len(got) >= 40 || !slices.IsSortedFunc(got, func(a, b string) int { return atoi(a) - atoi(b) }) {
 		t.Fatalf("after the gap: %q, want the newest few in order", got)
@@ -288,8 +289,10 @@ func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 // whileAway joins a member to rooms:lobby through a Hub whose NATS server
 // then restarts (same port and store), and runs away once the server is
 // back but before the Hub has reconnected: what away publishes reaches the
-// Hub only through its catch-up. It returns the member.
-func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.Conn)) *sink {
+// Hub only through its catch-up. It returns the member, joined as a client
+// joins (a lost room ends its channel), and a listener in the room's Hub
+// membership only, which a lost room does not end.
+func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.Conn)) (member, listener *sink) {
 	t.Helper()
 	dir := t.TempDir()
 	srv := natstest.Start(t, natstest.Options{StoreDir: dir})
@@ -317,8 +320,12 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.C
 	if err := rooms.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s := newSink(h, hnc, wire.V2)
-	s.join(t, "rooms:lobby")
+	member = newSink(h, hnc, wire.V2)
+	member.join(t, "rooms:lobby")
+	listener = newSink(h, nil, wire.V2)
+	if err := h.Join(context.Background(), "rooms:lobby", listener.sess); err != nil {
+		t.Fatal(err)
+	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	srv = natstest.Start(t, natstest.Options{StoreDir: dir, Port: port})
@@ -326,7 +333,7 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.C
 	if hnc.IsConnected() {
 		t.Fatal("the hub reconnected before the publishes; the test proves nothing")
 	}
-	return s
+	return member, listener
 }
 
 func TestRoomMembers(t *testing.T) {

@@ -48,7 +48,9 @@ func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
 }
 
 func text(fin bool, s string) []byte { return clientFrame(fin, wsframe.OpText, []byte(s), true) }
-func cont(fin bool, s string) []byte { return clientFrame(fin, wsframe.OpContinuation, []byte(s), true) }
+func cont(fin bool, s string) []byte {
+	return clientFrame(fin, wsframe.OpContinuation, []byte(s), true)
+}
 func closePayload(code int, reason string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
 }
