@@ -211,13 +211,14 @@ func New(opts Options) (*Gateway, error) {
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
 		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
 	}
+	deps := connect.Deps{Session: &g.sessionCfg, Connect: checker, Metrics: g.metrics, Logger: g.log}
 	g.ws = ws.New(ws.Config{
-		Session: &g.sessionCfg, Connect: checker, Metrics: g.metrics, Logger: g.log,
+		Deps:         deps,
 		SendQueueLen: opts.SendQueueLen, WriteTimeout: opts.WriteTimeout, IdleTimeout: opts.IdleTimeout,
 		MaxFrameSize: opts.MaxFrameSize,
 	})
 	g.lp = longpoll.New(longpoll.Config{
-		Session: &g.sessionCfg, Connect: checker, Metrics: g.metrics, Logger: g.log,
+		Deps:         deps,
 		SendQueueLen: opts.SendQueueLen, MaxFrameSize: opts.MaxFrameSize, Window: opts.LongPollWindow,
 	})
 	return g, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
 )
@@ -139,4 +140,14 @@ func (c *Checker) authenticate(token string, present bool) (string, int) {
 		return "", http.StatusForbidden
 	}
 	return rep.UserID, 0
+}
+
+// Deps is what the gateway gives each transport (ws, longpoll) alike.
+type Deps struct {
+	// Session is the protocol's configuration, shared by the transports.
+	Session *session.Config
+	// Connect admits new sockets (origin, vsn, token).
+	Connect *Checker
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }

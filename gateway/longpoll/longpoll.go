@@ -52,7 +52,6 @@ package longpoll
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -62,7 +61,6 @@ import (
 	"time"
 
 	"github.com/phxnats/phxnats/gateway/connect"
-	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
 )
@@ -92,12 +90,7 @@ const BinaryUnsupported = "binary payloads are not supported over long-poll"
 
 // Config is what the transport needs from the gateway.
 type Config struct {
-	// Session is the protocol's configuration, shared with the WebSocket.
-	Session *session.Config
-	// Connect admits new sessions (origin, vsn, token).
-	Connect *connect.Checker
-	Metrics *metrics.Metrics
-	Logger  *slog.Logger
+	connect.Deps
 	// SendQueueLen is the most frames buffered for a poll; a session with
 	// more is closed as a slow consumer.
 	SendQueueLen int

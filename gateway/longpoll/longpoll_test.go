@@ -18,7 +18,7 @@ import (
 func lpTestGateway(t *testing.T) (*Server, *gwtest.Env, *http.Server, string) {
 	t.Helper()
 	e := gwtest.New(t)
-	s := New(Config{Session: e.Session, Connect: e.Connect, Metrics: e.Metrics, Logger: e.Logger, SendQueueLen: 1024, MaxFrameSize: 1 << 20})
+	s := New(Config{Deps: e.Deps(), SendQueueLen: 1024, MaxFrameSize: 1 << 20})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

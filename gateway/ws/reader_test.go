@@ -34,7 +34,7 @@ func testServer(t *testing.T, goroutineReaders bool) (*Server, *gwtest.Env, stri
 	t.Helper()
 	e := gwtest.New(t)
 	s := New(Config{
-		Session: e.Session, Connect: e.Connect, Metrics: e.Metrics, Logger: e.Logger,
+		Deps:         e.Deps(),
 		SendQueueLen: 1024, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxFrameSize: 1 << 20,
 		GoroutineReaders: goroutineReaders,
 	})

@@ -11,7 +11,6 @@ package ws
 
 import (
 	"encoding/base64"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/phxnats/phxnats/gateway/connect"
-	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wsframe"
 )
@@ -45,12 +43,7 @@ const authTokenPrefix = "base64url.bearer.phx."
 
 // Config is what the transport needs from the gateway.
 type Config struct {
-	// Session is the protocol's configuration, shared with long-poll.
-	Session *session.Config
-	// Connect admits new sockets (origin, vsn, token).
-	Connect *connect.Checker
-	Metrics *metrics.Metrics
-	Logger  *slog.Logger
+	connect.Deps
 	// SendQueueLen is the most frames queued to one socket; a socket whose
 	// queue is full is closed with CloseSlowConsumer.
 	SendQueueLen int

@@ -86,6 +86,11 @@ func New(t testing.TB) *Env {
 	return e
 }
 
+// Deps are the parts as a transport gets them.
+func (e *Env) Deps() connect.Deps {
+	return connect.Deps{Session: e.Session, Connect: e.Connect, Metrics: e.Metrics, Logger: e.Logger}
+}
+
 // Respond answers every request on subject with f's value as JSON.
 func Respond(t testing.TB, nc *nats.Conn, subject string, f func(req []byte) any) {
 	t.Helper()
