@@ -28,6 +28,7 @@ type textOnly struct {
 	refused *refusal
 }
 
+// AppendReply refuses a binary response; see wire.Serializer.
 func (t *textOnly) AppendReply(dst []byte, joinRef, ref, topic, status string, response []byte, binary bool) ([]byte, bool, error) {
 	if binary {
 		return dst, false, t.refused
@@ -35,6 +36,7 @@ func (t *textOnly) AppendReply(dst []byte, joinRef, ref, topic, status string, r
 	return t.Serializer.AppendReply(dst, joinRef, ref, topic, status, response, false)
 }
 
+// AppendPush refuses a binary payload; see wire.Serializer.
 func (t *textOnly) AppendPush(dst []byte, joinRef, topic, event string, payload []byte, binary bool) ([]byte, bool, error) {
 	if binary {
 		return dst, false, t.refused
@@ -42,6 +44,7 @@ func (t *textOnly) AppendPush(dst []byte, joinRef, topic, event string, payload 
 	return t.Serializer.AppendPush(dst, joinRef, topic, event, payload, false)
 }
 
+// AppendBroadcast refuses a binary payload; see wire.Serializer.
 func (t *textOnly) AppendBroadcast(dst []byte, topic, event string, payload []byte, binary bool) ([]byte, bool, error) {
 	if binary {
 		return dst, false, t.refused
@@ -60,7 +63,9 @@ func newRefusal(reason string) *refusal {
 	return &refusal{reason: reason, payload: p}
 }
 
+// Error says what was refused and why.
 func (r *refusal) Error() string        { return wire.ErrBinaryUnsupported.Error() + ": " + r.reason }
+// Is makes a refusal a wire.ErrBinaryUnsupported.
 func (r *refusal) Is(target error) bool { return target == wire.ErrBinaryUnsupported }
 
 // v1Refusal is what V1 clients get in place of bytes.
