@@ -64,7 +64,8 @@ func newRefusal(reason string) *refusal {
 }
 
 // Error says what was refused and why.
-func (r *refusal) Error() string        { return wire.ErrBinaryUnsupported.Error() + ": " + r.reason }
+func (r *refusal) Error() string { return wire.ErrBinaryUnsupported.Error() + ": " + r.reason }
+
 // Is makes a refusal a wire.ErrBinaryUnsupported.
 func (r *refusal) Is(target error) bool { return target == wire.ErrBinaryUnsupported }
 
