@@ -24,7 +24,7 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
-	github.com/phxnats/phxnats/gateway v0.0.0 // indirect
+	github.com/phxnats/phxnats/gateway v0.0.0
 	github.com/phxnats/phxnats/proto v0.0.0 // indirect
 	github.com/phxnats/phxnats/roomsvc v0.0.0 // indirect
 	github.com/phxnats/phxnats/svckit v0.0.0 // indirect

@@ -5,7 +5,6 @@ package config
 
 import (
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/viper"
 
@@ -13,23 +12,14 @@ import (
 	"github.com/phxnats/phxnats/svckit"
 )
 
-// Defaults are the gateway.* defaults of a deployed gateway: no development
-// login, anonymous sockets allowed.
+// Defaults are the gateway.* defaults of a deployed gateway: the
+// gateway's own (gateway.DefaultOptions), with anonymous sockets allowed,
+// no development login, and phoenix.js where `make assets` installs it.
 func Defaults() gateway.Options {
-	return gateway.Options{
-		AllowAnonymous: true,
-		RequestTimeout: 5 * time.Second,
-		SendQueueLen:   1024,
-		IdleTimeout:    60 * time.Second,
-		MaxFrameSize:   1 << 20,
-		MaxChannels:    100,
-		RoomHeartbeat:  2 * time.Second,
-		RoomLinger:     30 * time.Second,
-		RateLimit:      1000,
-		RateBurst:      1000,
-		LongPollWindow: 10 * time.Second,
-		AssetsDir:      filepath.Join("gateway", "web", "node_modules", "phoenix", "priv", "static"),
-	}
+	d := gateway.DefaultOptions()
+	d.AllowAnonymous = true
+	d.AssetsDir = filepath.Join("gateway", "web", "node_modules", "phoenix", "priv", "static")
+	return d
 }
 
 // Settings are the gateway.* keys with d's values as defaults.
@@ -60,7 +50,7 @@ func Options(v *viper.Viper) (gateway.Options, error) {
 	}
 	linger := v.GetDuration("gateway.room_linger")
 	if linger == 0 {
-		linger = -1 // 0 in the configuration means none; in Options, the default
+		linger = gateway.Off // 0 in the configuration means none; in Options, the default
 	}
 	return gateway.Options{
 		Name:           v.GetString("gateway.name"),

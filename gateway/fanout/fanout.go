@@ -25,19 +25,17 @@
 // nothing published meanwhile is lost or duplicated. Every gateway also
 // sees a room in the stream's one order.
 //
-// Each broadcast is validated and encoded once per serializer version, and
-// the same bytes are handed to every local subscriber, which must queue them
-// without blocking (a slow socket is the socket's problem, never the room's).
+// Each broadcast is validated and encoded once per serializer, and the
+// same bytes are handed to every local member (a session), whose transport
+// must queue them without blocking (a slow socket is the socket's problem,
+// never the room's).
 package fanout
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -45,35 +43,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/gateway/metrics"
-	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/proto"
 )
 
-// Frame is one encoded WebSocket message. Data is shared between sockets
-// and must never be modified.
-type Frame struct {
-	Data   []byte
-	Binary bool
-}
-
-// Subscriber is a local socket that receives room broadcasts.
-type Subscriber interface {
-	// Serializer is the wire format the socket speaks.
-	Serializer() wire.Serializer
-	// Deliver queues f for sending. It must not block; a subscriber whose
-	// queue is full closes itself.
-	Deliver(f Frame)
-	// Skips reports whether a broadcast From a user must not reach this
-	// subscriber: excludeFrom and it is the user's own socket, or ignore
-	// (its channel asked for proto.JoinIgnore) and its user ignores them.
-	Skips(from string, excludeFrom, ignore bool) bool
-	// RoomLost tells the subscriber that broadcasts of topic may have been
-	// missed (they left the stream before the gateway could read them):
-	// like a crashed Phoenix channel, it must end its channel with
-	// phx_error so that the client rejoins and catches up its own way. It
-	// is called without the Hub's locks held and may call Leave.
-	RoomLost(topic string)
-}
+// Defaults of Options.
+const (
+	DefaultHeartbeat = 2 * time.Second
+	DefaultLinger    = 30 * time.Second
+)
 
 // Options configure a Hub.
 type Options struct {
@@ -82,14 +60,14 @@ type Options struct {
 	// Heartbeat is how often the NATS server proves the Hub's consumer is
 	// alive when the rooms are quiet; a consumer silent for two heartbeats
 	// (its NATS node died) is recreated where the last one stopped.
-	// Default 2s, within 500ms-30s.
+	// Default DefaultHeartbeat, within 500ms-30s.
 	Heartbeat time.Duration
 	// Linger keeps the Hub's consumer this long after the gateway's last
 	// local member left, so that sockets that reconnect and rejoin
 	// (phoenix.js after a network blip, a page reload) find it running
 	// instead of costing a new consumer, which on a NATS cluster goes
-	// through the JetStream meta leader. Zero stops it with the last
-	// leave.
+	// through the JetStream meta leader. Default DefaultLinger; session.Off
+	// stops it with the last leave.
 	Linger time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -97,7 +75,7 @@ type Options struct {
 	Metrics *metrics.Metrics
 }
 
-// Hub maps rooms to local subscribers.
+// Hub maps rooms to their local members, the sessions joined to them.
 type Hub struct {
 	js      jetstream.JetStream
 	opts    Options
@@ -113,6 +91,7 @@ type Hub struct {
 	// tells a stale timer's callback from the current one's.
 	idle    *time.Timer
 	idleGen uint64
+	closed  bool
 }
 
 // feed is the Hub's reader of the whole room stream, started by the first
@@ -136,82 +115,19 @@ func (f *feed) failed() bool {
 	}
 }
 
-// Want is what one channel's join asked to receive beyond the channels
-// guide's frames (proto.JoinFlags of its phx_join payload). A channel that
-// asked for nothing has a nil *Want, and dispatch sends it the guide's
-// frames without looking further.
-type Want struct {
-	// Sender: payloads of broadcasts with a From get it as "user_id".
-	Sender bool
-	// Ignore: broadcasts From users the socket's user ignores are skipped.
-	Ignore bool
-	// Flags are all the join parameters asked for with true, matched
-	// against proto.Broadcast.OptIn.
-	Flags []string
-}
-
-// WantOf returns what a join with the given flags (proto.JoinFlags) asks
-// for, nil when nothing.
-func WantOf(flags []string) *Want {
-	if len(flags) == 0 {
-		return nil
-	}
-	return &Want{
-		Sender: slices.Contains(flags, proto.JoinSender),
-		Ignore: slices.Contains(flags, proto.JoinIgnore),
-		Flags:  flags,
-	}
-}
-
-// member is a subscriber in a room, with what its channel asked for.
-type member struct {
-	s    Subscriber
-	want *Want
-}
-
-type room struct {
-	topic string
-
-	mu sync.RWMutex
-	// members in a slice, because dispatch walks it for every broadcast
-	// (a slice walk is several times cheaper than a map's), and their
-	// positions in it, for removal.
-	members []member
-	index   map[Subscriber]int
-}
-
-// add makes s a member; adding a member again (a duplicate join) only
-// replaces what it asked for. r.mu is held.
-func (r *room) add(s Subscriber, want *Want) {
-	if i, ok := r.index[s]; ok {
-		r.members[i].want = want
-		return
-	}
-	r.index[s] = len(r.members)
-	r.members = append(r.members, member{s, want})
-}
-
-// remove takes s out, moving the last member into its place. r.mu is held.
-func (r *room) remove(s Subscriber) {
-	i, ok := r.index[s]
-	if !ok {
-		return
-	}
-	last := len(r.members) - 1
-	r.members[i] = r.members[last]
-	r.index[r.members[i].s] = i
-	r.members[last] = member{}
-	r.members = r.members[:last]
-	delete(r.index, s)
-}
-
 // New creates a Hub.
 func New(opts Options) (*Hub, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("fanout: Options.Conn is required")
 	}
 	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 2 * time.Second
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	switch {
+	case opts.Linger == 0:
+		opts.Linger = DefaultLinger
+	case opts.Linger < 0:
+		opts.Linger = 0
 	}
 	// nats.go refuses other values when the feed's consumer starts, which
 	// would fail every join; say so at start instead.
@@ -237,12 +153,16 @@ func New(opts Options) (*Hub, error) {
 // stream if it is not running. want is what its channel asked for beyond
 // the guide (nil: nothing); joining again replaces it. It returns once
 // broadcasts stored from now on will reach s.
-func (h *Hub) Join(ctx context.Context, topic string, s Subscriber, want *Want) error {
+func (h *Hub) Join(ctx context.Context, topic string, s *session.Session, want *session.Want) error {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
 	if h.idle != nil {
 		h.idle.Stop()
 		h.idle = nil
@@ -253,7 +173,7 @@ func (h *Hub) Join(ctx context.Context, topic string, s Subscriber, want *Want) 
 	f := h.feed
 	r := h.rooms[subject]
 	if r == nil {
-		r = &room{topic: topic, index: make(map[Subscriber]int)}
+		r = &room{topic: topic, index: make(map[*session.Session]int)}
 		h.rooms[subject] = r
 		h.metrics.Rooms.Inc()
 	}
@@ -301,7 +221,7 @@ func (h *Hub) startFeed() *feed {
 // Leave removes s from topic's room; the Hub's reader stops Linger after
 // the gateway's last member left. Leaving a room one is not in does
 // nothing.
-func (h *Hub) Leave(topic string, s Subscriber) {
+func (h *Hub) Leave(topic string, s *session.Session) {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return
@@ -321,7 +241,7 @@ func (h *Hub) Leave(topic string, s Subscriber) {
 	}
 	delete(h.rooms, subject)
 	h.metrics.Rooms.Dec()
-	if len(h.rooms) > 0 || h.feed == nil || h.idle != nil {
+	if len(h.rooms) > 0 || h.feed == nil || h.idle != nil || h.closed {
 		return
 	}
 	if h.feed.failed() {
@@ -363,6 +283,28 @@ func (h *Hub) dropFeed() {
 	}()
 }
 
+// ErrClosed is returned by Join after Close.
+var ErrClosed = errors.New("fanout: hub closed")
+
+// Close stops the Hub's reader of the room stream at once, lingering or
+// not, and refuses joins from then on. Members still in rooms stay there
+// (they may still Leave) but get nothing more.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	if h.idle != nil {
+		h.idle.Stop()
+		h.idle = nil
+	}
+	if h.feed != nil {
+		h.dropFeed()
+	}
+}
+
 // reading reports whether the Hub's reader of the room stream is running
 // or starting (it lingers after the last member left).
 func (h *Hub) reading() bool {
@@ -396,18 +338,20 @@ func (h *Hub) watchReconnects(events chan nats.Status) {
 }
 
 // lost tells every local member of every room that stream sequences
-// from..to, which may have held some of their broadcasts, are gone.
+// from..to, which may have held some of their broadcasts, are gone: like
+// a crashed Phoenix channel, each ends its channel with phx_error, so
+// that the client rejoins and catches up its own way.
 func (h *Hub) lost(from, to uint64) {
 	h.metrics.RoomGaps.Inc()
 	type loss struct {
 		topic   string
-		members []Subscriber
+		members []*session.Session
 	}
 	var losses []loss
 	h.mu.RLock()
 	for _, r := range h.rooms {
 		r.mu.RLock()
-		l := loss{topic: r.topic, members: make([]Subscriber, len(r.members))}
+		l := loss{topic: r.topic, members: make([]*session.Session, len(r.members))}
 		for i, m := range r.members {
 			l.members[i] = m.s
 		}
@@ -419,7 +363,7 @@ func (h *Hub) lost(from, to uint64) {
 		"first_seq", from, "last_seq", to, "rooms", len(losses))
 	for _, l := range losses {
 		for _, s := range l.members {
-			s.RoomLost(l.topic)
+			s.ChannelError(l.topic)
 		}
 	}
 }
@@ -429,140 +373,4 @@ func (h *Hub) Rooms() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.rooms)
-}
-
-// dispatch hands a stream message to its room's local members, if the
-// gateway has any.
-func (h *Hub) dispatch(subject string, data []byte) {
-	h.mu.RLock()
-	r := h.rooms[subject]
-	h.mu.RUnlock()
-	if r == nil {
-		return // another gateway's room
-	}
-	h.metrics.Broadcasts.Inc()
-	b, err := proto.DecodeBroadcast(data)
-	if err != nil {
-		h.metrics.BroadcastsDropped.WithLabelValues("invalid").Inc()
-		h.log.Warn("dropped malformed room message", "topic", r.topic, "err", err, "size", len(data))
-		return
-	}
-	// Encode at most once per serializer and variant: every V2 socket
-	// that asked for nothing shares one slice, every V1 socket another,
-	// and each serializer has at most one more for channels that asked
-	// for the sender.
-	sender := b.From != "" && b.Binary == nil
-	var cache [4]struct {
-		s      wire.Serializer
-		sender bool
-		f      Frame
-	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	n := 0
-	for i := range r.members {
-		m := &r.members[i]
-		var ignore, withSender bool
-		if w := m.want; w != nil {
-			if b.OptIn != "" && !slices.Contains(w.Flags, b.OptIn) {
-				continue
-			}
-			ignore, withSender = w.Ignore, sender && w.Sender
-		} else if b.OptIn != "" {
-			continue
-		}
-		if b.From != "" && (ignore || b.ExcludeFrom) && m.s.Skips(b.From, b.ExcludeFrom, ignore) {
-			continue
-		}
-		ser := m.s.Serializer()
-		var f Frame
-		found := false
-		for i := range cache {
-			if cache[i].s == ser && cache[i].sender == withSender {
-				f, found = cache[i].f, true
-				break
-			}
-		}
-		if !found {
-			data, bin, err := encode(ser, r.topic, &b, withSender)
-			if err != nil {
-				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
-				continue
-			}
-			f = Frame{Data: data, Binary: bin}
-			for i := range cache {
-				if cache[i].s == nil {
-					cache[i].s, cache[i].sender, cache[i].f = ser, withSender, f
-					break
-				}
-			}
-		}
-		m.s.Deliver(f)
-		n++
-	}
-	h.metrics.Deliveries.Add(float64(n))
-}
-
-var binaryUnsupported, _ = proto.Marshal(map[string]string{"error": proto.BinaryUnsupported})
-
-// encode encodes b for one serializer, with b.From added to the payload
-// as "user_id" when withSender. V1 cannot carry bytes, so a binary
-// broadcast reaches V1 sockets as the same event with an error payload.
-func encode(ser wire.Serializer, topic string, b *proto.Broadcast, withSender bool) ([]byte, bool, error) {
-	if b.Binary == nil {
-		payload := b.Payload
-		if withSender {
-			payload = appendSender(nil, payload, b.From)
-		}
-		return ser.AppendBroadcast(nil, topic, b.Event, payload, false)
-	}
-	data, bin, err := ser.AppendBroadcast(nil, topic, b.Event, b.Binary, true)
-	if errors.Is(err, wire.ErrBinaryUnsupported) {
-		return ser.AppendBroadcast(nil, topic, b.Event, binaryUnsupported, false)
-	}
-	return data, bin, err
-}
-
-// appendSender appends the JSON object payload with "user_id": from added
-// as its last key, where Phoenix's Jason puts it for %{body: ..., user_id:
-// ...}. A payload that already has a "user_id" (user_joined's names the
-// user who joined) is appended as it is.
-func appendSender(dst, payload []byte, from string) []byte {
-	if hasKey(payload, "user_id") {
-		return append(dst, payload...)
-	}
-	obj := bytes.TrimRight(payload, " \t\r\n")
-	obj = bytes.TrimRight(obj[:len(obj)-1], " \t\r\n") // without its '}'
-	dst = append(dst, obj...)
-	if obj[len(obj)-1] != '{' {
-		dst = append(dst, ',')
-	}
-	dst = append(dst, `"user_id":`...)
-	dst = wire.AppendJSONString(dst, from)
-	return append(dst, '}')
-}
-
-// hasKey reports whether the JSON object obj has key at its top level.
-func hasKey(obj []byte, key string) bool {
-	if !bytes.Contains(obj, []byte(key)) {
-		return false // most payloads: no need to parse
-	}
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return false
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if t == key {
-			return true
-		}
-		var skip json.RawMessage
-		if dec.Decode(&skip) != nil {
-			return false
-		}
-	}
-	return false
 }

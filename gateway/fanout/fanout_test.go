@@ -18,38 +18,77 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
 	"github.com/phxnats/phxnats/proto/natstest"
 )
 
+// sink is a local socket for the tests: the transport of a session, which
+// records the broadcasts it is sent and the rooms it lost (phx_error).
 type sink struct {
 	ser    wire.Serializer
-	user   string // the socket's user; it ignores the user "ignored"
+	sess   *session.Session
+	cfg    session.Config
 	mu     sync.Mutex
-	frames []Frame
+	frames []session.Frame
 	got    chan struct{}
 	lost   chan string
 }
 
-func newSink(ser wire.Serializer) *sink {
-	return &sink{ser: ser, got: make(chan struct{}, 100), lost: make(chan string, 10)}
+// newSink makes a member of h that ignores the user "ignored". Its
+// session joins rooms as a client does (join) when nc answers joins,
+// else only in the Hub (h.Join).
+func newSink(h *Hub, nc *nats.Conn, ser wire.Serializer) *sink {
+	s := &sink{ser: ser, got: make(chan struct{}, 100), lost: make(chan string, 10)}
+	s.cfg = session.Config{
+		Conn: nc, Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw", RequestTimeout: 5 * time.Second,
+		Routes: []session.Route{{Pattern: "rooms:*", Service: proto.ServiceRooms}}, RateLimit: session.Off,
+	}
+	s.sess, _ = session.New(&s.cfg, s, "user")
+	s.sess.SetIgnored([]string{"ignored"})
+	return s
 }
 
-func (s *sink) RoomLost(topic string) { s.lost <- topic }
+// newUserSink is newSink for a socket of user, which ignores nobody yet.
+func newUserSink(h *Hub, ser wire.Serializer, user string) *sink {
+	s := newSink(h, nil, ser)
+	s.sess, _ = session.New(&s.cfg, s, user)
+	s.sess.SetIgnored([]string{"ignored"})
+	return s
+}
 
 func (s *sink) Serializer() wire.Serializer { return s.ser }
-func (s *sink) Skips(from string, excludeFrom, ignore bool) bool {
-	return excludeFrom && from == s.user || ignore && from == "ignored"
-}
-func (s *sink) Deliver(f Frame) {
-	s.mu.Lock()
-	s.frames = append(s.frames, f)
-	s.mu.Unlock()
-	s.got <- struct{}{}
+func (s *sink) Close(session.Disconnect)    {}
+func (s *sink) Deliver(f session.Frame) {
+	switch {
+	case bytes.Contains(f.Data, []byte(`"phx_error"`)):
+		var frame []string
+		_ = json.Unmarshal(f.Data, &frame)
+		s.lost <- frame[2]
+	case bytes.Contains(f.Data, []byte(`"phx_reply"`)):
+	default:
+		s.mu.Lock()
+		s.frames = append(s.frames, f)
+		s.mu.Unlock()
+		s.got <- struct{}{}
+	}
 }
 
-func (s *sink) wait(t *testing.T) Frame {
+// join joins the sink's session to topic as a client does: the session
+// asks the rooms service (answered on s.cfg.Conn), then joins the Hub.
+func (s *sink) join(t testing.TB, topic string) {
+	t.Helper()
+	s.sess.HandleMessage(wire.Message{JoinRef: "1", Ref: "1", Topic: topic, Event: "phx_join", Payload: []byte("{}")})
+	if s.cfg.Rooms.(*Hub).Rooms() == 0 {
+		t.Fatalf("join %s refused", topic)
+	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func (s *sink) wait(t *testing.T) session.Frame {
 	t.Helper()
 	select {
 	case <-s.got:
@@ -62,7 +101,7 @@ func (s *sink) wait(t *testing.T) Frame {
 }
 
 // newHub starts a NATS server with the room stream and a Hub on it.
-func newHub(t testing.TB) (*Hub, *nats.Conn) { return newHubLinger(t, 0) }
+func newHub(t testing.TB) (*Hub, *nats.Conn) { return newHubLinger(t, session.Off) }
 
 func newHubLinger(t testing.TB, linger time.Duration) (*Hub, *nats.Conn) {
 	t.Helper()
@@ -75,7 +114,7 @@ func newHubLinger(t testing.TB, linger time.Duration) (*Hub, *nats.Conn) {
 	if _, err := proto.EnsureRoomStream(context.Background(), js, proto.RoomStreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Options{Conn: nc, Linger: linger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, err := New(Options{Conn: nc, Linger: linger, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +124,9 @@ func newHubLinger(t testing.TB, linger time.Duration) (*Hub, *nats.Conn) {
 func TestEncodeOncePerSerializer(t *testing.T) {
 	h, pub := newHub(t)
 	ctx := context.Background()
-	v2a, v2b, v1 := newSink(wire.V2), newSink(wire.V2), newSink(wire.V1)
+	v2a, v2b, v1 := newSink(h, nil, wire.V2), newSink(h, nil, wire.V2), newSink(h, nil, wire.V1)
 	for _, s := range []*sink{v2a, v2b, v1} {
-		if err := h.Join(ctx, "rooms:lobby", s, nil); err != nil {
+		if err := h.Join(ctx, "rooms:lobby", s.sess, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,7 +149,7 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 
 	// After the last leave a broadcast reaches nobody.
 	for _, s := range []*sink{v2a, v2b, v1} {
-		h.Leave("rooms:lobby", s)
+		h.Leave("rooms:lobby", s.sess)
 	}
 	if h.Rooms() != 0 {
 		t.Fatalf("rooms = %d after every member left", h.Rooms())
@@ -127,9 +166,11 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 
 func BenchmarkDispatch1000(b *testing.B) {
 	h, _ := newHub(b)
-	r := &room{topic: "rooms:lobby", index: map[Subscriber]int{}}
+	r := &room{topic: "rooms:lobby", index: map[*session.Session]int{}}
+	cfg := &session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
 	for i := 0; i < 1000; i++ {
-		r.add(&countSink{}, nil)
+		s, _ := session.New(cfg, &countSink{}, "")
+		r.add(s, nil)
 	}
 	subject, _ := proto.RoomSubject(r.topic)
 	h.rooms[subject] = r
@@ -146,14 +187,16 @@ func BenchmarkDispatch1000(b *testing.B) {
 // second variant (one more encoding per broadcast, a longer member walk).
 func BenchmarkDispatch1000Sender(b *testing.B) {
 	h, _ := newHub(b)
-	r := &room{topic: "rooms:lobby", index: map[Subscriber]int{}}
-	want := WantOf([]string{proto.JoinSender})
+	r := &room{topic: "rooms:lobby", index: map[*session.Session]int{}}
+	cfg := &session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
+	want := session.WantOf([]string{proto.JoinSender})
 	for i := 0; i < 1000; i++ {
+		s, _ := session.New(cfg, &countSink{}, "")
 		w := want
 		if i%2 == 0 {
 			w = nil
 		}
-		r.add(&countSink{}, w)
+		r.add(s, w)
 	}
 	subject, _ := proto.RoomSubject(r.topic)
 	h.rooms[subject] = r
@@ -167,10 +210,9 @@ func BenchmarkDispatch1000Sender(b *testing.B) {
 
 type countSink struct{ n int }
 
-func (c *countSink) Serializer() wire.Serializer   { return wire.V2 }
-func (c *countSink) Deliver(Frame)                 { c.n++ }
-func (c *countSink) Skips(string, bool, bool) bool { return false }
-func (c *countSink) RoomLost(string)               {}
+func (c *countSink) Serializer() wire.Serializer { return wire.V2 }
+func (c *countSink) Deliver(session.Frame)       { c.n++ }
+func (c *countSink) Close(session.Disconnect)    {}
 
 func publish(t *testing.T, nc *nats.Conn, body string) {
 	t.Helper()
@@ -214,8 +256,8 @@ func waitBodies(t *testing.T, s *sink, n int) []string {
 func TestJoinStartsAfterStoredMessages(t *testing.T) {
 	h, pub := newHub(t)
 	publish(t, pub, "before")
-	s := newSink(wire.V2)
-	if err := h.Join(context.Background(), "rooms:lobby", s, nil); err != nil {
+	s := newSink(h, nil, wire.V2)
+	if err := h.Join(context.Background(), "rooms:lobby", s.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -233,9 +275,8 @@ func TestJoinStartsAfterStoredMessages(t *testing.T) {
 // The room has had no message yet, so the consumer is recreated from the
 // sequence the join started at.
 func TestCatchUpAfterReconnect(t *testing.T) {
-	s := newSink(wire.V2)
 	want := []string{"a", "b", "c"}
-	whileAway(t, proto.RoomStreamOptions{}, s, func(pub *nats.Conn) {
+	s, _ := whileAway(t, proto.RoomStreamOptions{}, func(pub *nats.Conn) {
 		for _, b := range want {
 			publish(t, pub, b)
 		}
@@ -254,8 +295,7 @@ func TestCatchUpAfterReconnect(t *testing.T) {
 // stream (its limits), the room's sockets are told, to rejoin, rather than
 // silently miss it; delivery goes on with what the stream still has.
 func TestGapBeyondRetention(t *testing.T) {
-	s := newSink(wire.V2)
-	whileAway(t, proto.RoomStreamOptions{MaxBytes: 2000}, s, func(pub *nats.Conn) {
+	s, listener := whileAway(t, proto.RoomStreamOptions{MaxBytes: 2000}, func(pub *nats.Conn) {
 		for i := range 40 { // far more than 2000 bytes
 			publish(t, pub, fmt.Sprint(i))
 		}
@@ -268,10 +308,11 @@ func TestGapBeyondRetention(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no RoomLost after broadcasts left the stream unread")
 	}
-	// Delivery goes on, in order, with what the stream kept: the newest.
+	// Delivery goes on, in order, with what the stream kept: the newest
+	// (to the listener: the member's channel ended with the phx_error).
 	var got []string
 	for !slices.Contains(got, "39") {
-		got = waitBodies(t, s, 1)
+		got = waitBodies(t, listener, 1)
 	}
 	if len(got) >= 40 || !slices.IsSortedFunc(got, func(a, b string) int { return atoi(a) - atoi(b) }) {
 		t.Fatalf("after the gap: %q, want the newest few in order", got)
@@ -280,11 +321,13 @@ func TestGapBeyondRetention(t *testing.T) {
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
-// whileAway joins s to rooms:lobby through a Hub whose NATS server then
-// restarts (same port and store), and runs away once the server is back but
-// before the Hub has reconnected: what away publishes reaches the Hub only
-// through its catch-up.
-func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pub *nats.Conn)) {
+// whileAway joins a member to rooms:lobby through a Hub whose NATS server
+// then restarts (same port and store), and runs away once the server is
+// back but before the Hub has reconnected: what away publishes reaches the
+// Hub only through its catch-up. It returns the member, joined as a client
+// joins (a lost room ends its channel), and a listener in the room's Hub
+// membership only, which a lost room does not end.
+func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.Conn)) (member, listener *sink) {
 	t.Helper()
 	dir := t.TempDir()
 	srv := natstest.Start(t, natstest.Options{StoreDir: dir})
@@ -298,11 +341,24 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pu
 	if _, err := proto.EnsureRoomStream(context.Background(), js, opts); err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Options{Conn: hnc, Heartbeat: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, err := New(Options{Conn: hnc, Heartbeat: time.Second, Linger: session.Off, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Join(context.Background(), "rooms:lobby", s, nil); err != nil {
+	rooms := natstest.Connect(t, srv)
+	if _, err := rooms.Subscribe(proto.JoinSubject(proto.ServiceRooms), func(m *nats.Msg) {
+		data, _ := json.Marshal(proto.OK(nil))
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rooms.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	member = newSink(h, hnc, wire.V2)
+	member.join(t, "rooms:lobby")
+	listener = newSink(h, nil, wire.V2)
+	if err := h.Join(context.Background(), "rooms:lobby", listener.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv.Shutdown()
@@ -312,12 +368,14 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, s *sink, away func(pu
 	if hnc.IsConnected() {
 		t.Fatal("the hub reconnected before the publishes; the test proves nothing")
 	}
+	return member, listener
 }
 
 func TestRoomMembers(t *testing.T) {
-	subs := make([]*countSink, 5)
+	subs := make([]*session.Session, 5)
+	cfg := &session.Config{Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
 	for i := range subs {
-		subs[i] = &countSink{}
+		subs[i], _ = session.New(cfg, &countSink{}, "")
 	}
 	for _, tc := range []struct {
 		name   string
@@ -332,8 +390,8 @@ func TestRoomMembers(t *testing.T) {
 		{"unknown", []int{0}, []int{4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &room{index: map[Subscriber]int{}}
-			want := map[Subscriber]bool{}
+			r := &room{index: map[*session.Session]int{}}
+			want := map[*session.Session]bool{}
 			for _, i := range tc.add {
 				r.add(subs[i], nil)
 				want[subs[i]] = true
@@ -361,19 +419,19 @@ func TestLinger(t *testing.T) {
 	const linger = 300 * time.Millisecond
 	h, pub := newHubLinger(t, linger)
 	ctx := context.Background()
-	a := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", a, nil); err != nil {
+	a := newSink(h, nil, wire.V2)
+	if err := h.Join(ctx, "rooms:lobby", a.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
 	first := h.feed
 	h.mu.Unlock()
-	h.Leave("rooms:lobby", a)
+	h.Leave("rooms:lobby", a.sess)
 	if h.Rooms() != 0 || !h.reading() {
 		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.reading())
 	}
-	b := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:other", b, nil); err != nil {
+	b := newSink(h, nil, wire.V2)
+	if err := h.Join(ctx, "rooms:other", b.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -387,7 +445,7 @@ func TestLinger(t *testing.T) {
 	if got := waitBodies(t, b, 1); !slices.Equal(got, []string{"after rejoin"}) {
 		t.Fatalf("rejoined member got %q", got)
 	}
-	h.Leave("rooms:other", b)
+	h.Leave("rooms:other", b.sess)
 	deadline := time.Now().Add(5 * time.Second)
 	for h.reading() {
 		if time.Now().After(deadline) {
@@ -396,8 +454,8 @@ func TestLinger(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// A join after that starts a reader again.
-	c := newSink(wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", c, nil); err != nil {
+	c := newSink(h, nil, wire.V2)
+	if err := h.Join(ctx, "rooms:lobby", c.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, pub, "again")
@@ -414,8 +472,8 @@ func TestRoomsKeptApart(t *testing.T) {
 	topics := []string{"rooms:a", "rooms:b", "rooms:a.b", "rooms:*"} // distinct subjects, no wildcard
 	sinks := make([]*sink, len(topics))
 	for i, topic := range topics {
-		sinks[i] = newSink(wire.V2)
-		if err := h.Join(ctx, topic, sinks[i], nil); err != nil {
+		sinks[i] = newSink(h, nil, wire.V2)
+		if err := h.Join(ctx, topic, sinks[i].sess, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -468,13 +526,12 @@ func TestHeartbeatBounds(t *testing.T) {
 func TestJoinParamsPerChannel(t *testing.T) {
 	h, pub := newHub(t)
 	ctx := context.Background()
-	all := WantOf([]string{proto.JoinSender, proto.JoinJoins, proto.JoinIgnore})
-	plainV2, plainV1 := newSink(wire.V2), newSink(wire.V1)
-	richV2a, richV2b, richV1 := newSink(wire.V2), newSink(wire.V2), newSink(wire.V1)
-	onlyJoins := newSink(wire.V2)
-	richV2a.user = "alice"
-	for s, w := range map[*sink]*Want{plainV2: nil, plainV1: nil, richV2a: all, richV2b: all, richV1: all, onlyJoins: WantOf([]string{"joins"})} {
-		if err := h.Join(ctx, "rooms:lobby", s, w); err != nil {
+	all := session.WantOf([]string{proto.JoinSender, proto.JoinJoins, proto.JoinIgnore})
+	plainV2, plainV1 := newSink(h, nil, wire.V2), newSink(h, nil, wire.V1)
+	richV2a, richV2b, richV1 := newUserSink(h, wire.V2, "alice"), newSink(h, nil, wire.V2), newSink(h, nil, wire.V1)
+	onlyJoins := newSink(h, nil, wire.V2)
+	for s, w := range map[*sink]*session.Want{plainV2: nil, plainV1: nil, richV2a: all, richV2b: all, richV1: all, onlyJoins: session.WantOf([]string{"joins"})} {
+		if err := h.Join(ctx, "rooms:lobby", s.sess, w); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -550,7 +607,7 @@ func TestJoinParamsPerChannel(t *testing.T) {
 	}
 
 	// A duplicate join replaces what the channel asked for.
-	if err := h.Join(ctx, "rooms:lobby", plainV2, WantOf([]string{proto.JoinSender})); err != nil {
+	if err := h.Join(ctx, "rooms:lobby", plainV2.sess, session.WantOf([]string{proto.JoinSender})); err != nil {
 		t.Fatal(err)
 	}
 	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{"body":"again"}`), From: "bob"})
@@ -581,7 +638,8 @@ func TestAppendSender(t *testing.T) {
 }
 
 // FuzzAppendSender: for any valid broadcast payload and sender, the result
-// is a JSON object whose user_id is the sender.
+// is a JSON object whose user_id is the sender, or the payload as it was
+// when it already had a user_id.
 func FuzzAppendSender(f *testing.F) {
 	f.Add([]byte(`{"body":"hi"}`), "alice")
 	f.Add([]byte(`{}`), "")

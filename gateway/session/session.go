@@ -2,6 +2,10 @@
 // transport: what the gateway does with each decoded client frame (heartbeat,
 // phx_join, phx_leave, pushes) and what it sends back, with Phoenix's
 // semantics. Business decisions are asked of services over NATS.
+//
+// It owns the contract with the transports (Transport, Frame, Disconnect):
+// the fan-out delivers to sessions, and sessions to their transport, so
+// each talks to the next in one direction only.
 package session
 
 import (
@@ -9,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +22,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/time/rate"
 
-	"github.com/phxnats/phxnats/gateway/fanout"
 	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
@@ -38,29 +42,30 @@ func (r Route) Match(topic string) bool {
 	return topic == r.Pattern
 }
 
-// Config is shared by all sessions of a gateway.
+// Config is shared by all sessions of a gateway. It must not be copied
+// once a session uses it.
 type Config struct {
 	Conn    *nats.Conn
-	Hub     *fanout.Hub
+	Rooms   Rooms
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	Routes  []Route
-	// Gateway names this gateway in requests to services.
+	// Registry, when not nil, tracks every session from New to End.
+	Registry Registry
+	// Gateway names this gateway in requests to services, and starts the
+	// id of each of its connections.
 	Gateway string
 	// RequestTimeout bounds every request to a service.
 	RequestTimeout time.Duration
 	// MaxChannels bounds the topics one socket may join (Phoenix: 100).
 	MaxChannels int
 	// RateLimit is the most frames per second one socket may send
-	// (heartbeats excepted), with bursts of RateBurst; 0 means no limit.
+	// (heartbeats excepted), with bursts of RateBurst; Off means no limit.
 	// Frames over it get an error reply and never reach a service.
 	RateLimit float64
 	RateBurst int
-}
 
-// Transport is what a session needs from its connection.
-type Transport interface {
-	fanout.Subscriber
+	connSeq atomic.Uint64
 }
 
 // Session is the protocol state of one socket: the channels it joined.
@@ -85,17 +90,41 @@ type Session struct {
 	closed   bool
 }
 
-// New creates the session of a socket authenticated as userID ("" for anonymous).
-func New(cfg *Config, tr Transport, userID, connID string) *Session {
+// New creates the session of a socket authenticated as userID ("" for
+// anonymous) and registers it. It reports false while the gateway drains:
+// the transport must then refuse or close the connection, and End the
+// session all the same.
+func New(cfg *Config, tr Transport, userID string) (*Session, bool) {
+	connID := cfg.Gateway + "-" + strconv.FormatUint(cfg.connSeq.Add(1), 10)
 	s := &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, connID: connID, channels: make(map[string]string)}
 	if cfg.RateLimit > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(cfg.RateBurst, 1))
 	}
-	return s
+	if cfg.Registry != nil {
+		return s, cfg.Registry.Add(s)
+	}
+	return s, true
 }
 
 // UserID is the socket's user, "" when anonymous.
 func (s *Session) UserID() string { return s.userID }
+
+// ConnID is the connection's id in requests to services.
+func (s *Session) ConnID() string { return s.connID }
+
+// Serializer is the wire format of the socket.
+func (s *Session) Serializer() wire.Serializer { return s.ser }
+
+// Transport is the connection the session speaks through.
+func (s *Session) Transport() Transport { return s.tr }
+
+// Deliver queues a frame (a room broadcast) to the socket without
+// blocking; see Transport.Deliver.
+func (s *Session) Deliver(f Frame) { s.tr.Deliver(f) }
+
+// Disconnect ends the connection from outside (a forced disconnect, the
+// drain); the transport then ends the session.
+func (s *Session) Disconnect(d Disconnect) { s.tr.Close(d) }
 
 // Reserved events and topics of the protocol.
 const (
@@ -139,8 +168,9 @@ func (s *Session) HandleMessage(m wire.Message) {
 	}
 }
 
-// Close leaves every room. The transport calls it once the socket is gone.
-func (s *Session) Close() {
+// End leaves every room and unregisters the session. The transport calls
+// it once, when the connection is gone.
+func (s *Session) End() {
 	s.mu.Lock()
 	s.closed = true
 	topics := make([]string, 0, len(s.channels))
@@ -150,7 +180,10 @@ func (s *Session) Close() {
 	s.channels = nil
 	s.mu.Unlock()
 	for _, t := range topics {
-		s.cfg.Hub.Leave(t, s.tr)
+		s.cfg.Rooms.Leave(t, s)
+	}
+	if s.cfg.Registry != nil {
+		s.cfg.Registry.Remove(s)
 	}
 }
 
@@ -164,7 +197,8 @@ func (s *Session) Kick(topic string) bool { return s.end(topic, s.ser.AppendClos
 // channel ends: it leaves the room and sends phx_error with the channel's
 // join_ref, after which phoenix.js rejoins (and the app's join callback
 // can fetch what it missed). It reports whether the socket was joined. Safe
-// to call from any goroutine.
+// to call from any goroutine. The fan-out calls it for a room whose
+// broadcasts may have been lost, without its locks held.
 func (s *Session) ChannelError(topic string) bool { return s.end(topic, s.ser.AppendError) }
 
 func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bool, error)) bool {
@@ -177,7 +211,7 @@ func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bo
 	if !ok {
 		return false
 	}
-	s.cfg.Hub.Leave(topic, s.tr)
+	s.cfg.Rooms.Leave(topic, s)
 	s.control(joinRef, topic, enc)
 	return true
 }
@@ -265,7 +299,7 @@ func (s *Session) join(m wire.Message) {
 		// On a duplicate join the socket stays in the room (Join is
 		// idempotent), so no broadcast is lost between the two channels.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		err := s.cfg.Hub.Join(ctx, m.Topic, s.tr, fanout.WantOf(proto.JoinFlags(m.Payload)))
+		err := s.cfg.Rooms.Join(ctx, m.Topic, s, WantOf(proto.JoinFlags(m.Payload)))
 		cancel()
 		if err != nil {
 			s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
@@ -276,7 +310,7 @@ func (s *Session) join(m wire.Message) {
 	switch {
 	case s.closed:
 		s.mu.Unlock()
-		s.cfg.Hub.Leave(m.Topic, s.tr)
+		s.cfg.Rooms.Leave(m.Topic, s)
 		return
 	case rep.Status == proto.StatusOK:
 		s.channels[m.Topic] = joinRef
@@ -286,7 +320,7 @@ func (s *Session) join(m wire.Message) {
 		delete(s.channels, m.Topic)
 		s.mu.Unlock()
 		if rejoin {
-			s.cfg.Hub.Leave(m.Topic, s.tr)
+			s.cfg.Rooms.Leave(m.Topic, s)
 		}
 	}
 	s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
@@ -313,7 +347,7 @@ func (s *Session) leave(m wire.Message) {
 	s.mu.Lock()
 	delete(s.channels, m.Topic)
 	s.mu.Unlock()
-	s.cfg.Hub.Leave(m.Topic, s.tr)
+	s.cfg.Rooms.Leave(m.Topic, s)
 	s.reply(m.JoinRef, m.Ref, m.Topic, proto.OK(nil))
 	s.control(joinRef, m.Topic, s.ser.AppendClose)
 }
@@ -379,15 +413,16 @@ func (s *Session) request(kind, subject string, req any) proto.Reply {
 func (s *Session) reply(joinRef, ref, topic string, rep proto.Reply) {
 	resp, binary := []byte(rep.Response), false
 	switch {
-	case rep.Binary != nil && s.ser.Vsn() == wire.V1.Vsn():
-		rep = proto.Error(proto.BinaryUnsupported)
-		resp = rep.Response
 	case rep.Binary != nil:
 		resp, binary = rep.Binary, true
 	case len(resp) == 0:
 		resp = emptyObject
 	}
 	data, bin, err := s.ser.AppendReply(nil, joinRef, ref, topic, rep.Status, resp, binary)
+	if r := refused(err); binary && r != nil {
+		// The client cannot carry bytes (binary.go).
+		data, bin, err = s.ser.AppendReply(nil, joinRef, ref, topic, proto.StatusError, proto.Reason(r.reason), false)
+	}
 	if err != nil {
 		s.cfg.Logger.Error("encode reply", "topic", topic, "err", err)
 		return
@@ -406,7 +441,7 @@ func (s *Session) control(joinRef, topic string, enc func([]byte, string, string
 
 func (s *Session) send(data []byte, bin bool) {
 	s.cfg.Metrics.FramesOut.Inc()
-	s.tr.Deliver(fanout.Frame{Data: data, Binary: bin})
+	s.tr.Deliver(Frame{Data: data, Binary: bin})
 }
 
 var emptyObject = []byte("{}")

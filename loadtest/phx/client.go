@@ -11,7 +11,6 @@ package phx
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
 // Frame is one server frame [join_ref, ref, topic, event, payload]. Its
@@ -437,25 +438,8 @@ func (c *Conn) writeFrame(op int, payload []byte) error {
 // unpredictable key against cache poisoning through proxies, which a load
 // generator on loopback has no use for, and servers accept any key.
 func (c *Conn) writeFrameLocked(op int, payload []byte) error {
-	var hdr [14]byte
-	hdr[0] = 0x80 | byte(op)
-	n := len(payload)
-	hl := 2
-	switch {
-	case n <= 125:
-		hdr[1] = 0x80 | byte(n)
-	case n <= 0xFFFF:
-		hdr[1] = 0x80 | 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
-		hl = 4
-	default:
-		hdr[1] = 0x80 | 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
-		hl = 10
-	}
-	hl += 4 // the zero mask key
-	b := make([]byte, 0, hl+n)
-	b = append(b, hdr[:hl]...)
+	b := make([]byte, 0, 14+len(payload))
+	b = wsframe.AppendMaskedHeader(b, byte(op), len(payload), [4]byte{})
 	b = append(b, payload...)
 	return c.writeRaw(b)
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
 // Poller reads many sockets from a few goroutines, one epoll instance each.
@@ -283,23 +285,18 @@ func (w *pollWorker) drop(c *Conn, err error) {
 // incomplete rest.
 func (c *Conn) consume(b []byte, worker int, now int64) (rest []byte, frames int, err error) {
 	for len(b) >= 2 {
-		fin, op := b[0]&0x80 != 0, b[0]&0x0f
-		if b[1]&0x80 != 0 {
+		h, hl, err := wsframe.ParseHeader(b)
+		fin, op := h.Fin, int(h.Op)
+		if h.Masked {
 			return nil, frames, errors.New("server frame is masked")
 		}
-		hl, n := 2, uint64(b[1]&0x7f)
-		switch n {
-		case 126:
-			if len(b) < 4 {
-				return b, frames, nil
-			}
-			hl, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
-		case 127:
-			if len(b) < 10 {
-				return b, frames, nil
-			}
-			hl, n = 10, binary.BigEndian.Uint64(b[2:])
+		if err != nil {
+			return nil, frames, err
 		}
+		if hl == 0 {
+			return b, frames, nil
+		}
+		n := h.Length
 		if n > pollMaxFrame {
 			return nil, frames, fmt.Errorf("frame of %d bytes", n)
 		}

@@ -1,21 +1,25 @@
 //go:build !linux
 
-package gateway
+package ws
 
 import "syscall"
 
-// pollReads has no effect here: without epoll every socket has a reader
-// goroutine.
-var pollReads = false
+// pollingAvailable: every socket has a reader goroutine here.
+const pollingAvailable = false
 
 // pollState is empty: no socket is polled here.
 type pollState struct{}
 
+// pollers are none: without epoll every socket has a reader goroutine.
+type pollers struct{}
+
+func (*pollers) close() {}
+
 // newPollState returns nil: every socket gets a reader goroutine.
-func newPollState(syscall.RawConn) *pollState { return nil }
+func (s *Server) newPollState(syscall.RawConn) *pollState { return nil }
 
 // startPolling reports false: every socket gets a reader goroutine.
-func (c *wsConn) startPolling() bool { return false }
+func (c *conn) startPolling() bool { return false }
 
 // shutdownFD is never called: closeConn calls it for polled sockets only.
 func shutdownFD(uintptr) {}

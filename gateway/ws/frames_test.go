@@ -1,4 +1,4 @@
-package gateway
+package ws
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
 // testMask is the masking key of the frames the tests build; not zero, so
@@ -45,8 +47,10 @@ func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
 	return b
 }
 
-func text(fin bool, s string) []byte { return clientFrame(fin, opText, []byte(s), true) }
-func cont(fin bool, s string) []byte { return clientFrame(fin, opContinuation, []byte(s), true) }
+func text(fin bool, s string) []byte { return clientFrame(fin, wsframe.OpText, []byte(s), true) }
+func cont(fin bool, s string) []byte {
+	return clientFrame(fin, wsframe.OpContinuation, []byte(s), true)
+}
 func closePayload(code int, reason string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
 }
@@ -108,46 +112,46 @@ var frameTests = []struct {
 	want   []string
 }{
 	{"text", [][]byte{text(true, "hello")}, 0, []string{`text "hello"`}},
-	{"binary", [][]byte{clientFrame(true, opBinary, []byte{0, 1, 2}, true)}, 0, []string{`binary "\x00\x01\x02"`}},
+	{"binary", [][]byte{clientFrame(true, wsframe.OpBinary, []byte{0, 1, 2}, true)}, 0, []string{`binary "\x00\x01\x02"`}},
 	{"empty", [][]byte{text(true, "")}, 0, []string{`text ""`}},
 	{"16-bit length", [][]byte{text(true, strings.Repeat("a", 300))}, 0, []string{fmt.Sprintf("text %q", strings.Repeat("a", 300))}},
 	{"64-bit length", [][]byte{text(true, strings.Repeat("b", 70000))}, 0, []string{fmt.Sprintf("text %q", strings.Repeat("b", 70000))}},
-	{"several", [][]byte{text(true, "a"), clientFrame(true, opBinary, []byte("b"), true), text(true, "c")}, 0,
+	{"several", [][]byte{text(true, "a"), clientFrame(true, wsframe.OpBinary, []byte("b"), true), text(true, "c")}, 0,
 		[]string{`text "a"`, `binary "b"`, `text "c"`}},
-	{"unmasked", [][]byte{clientFrame(true, opText, []byte("x"), false)}, 0, []string{"error 1002"}},
+	{"unmasked", [][]byte{clientFrame(true, wsframe.OpText, []byte("x"), false)}, 0, []string{"error 1002"}},
 	{"reserved bits", [][]byte{append([]byte{0xc1}, text(true, "x")[1:]...)}, 0, []string{"error 1002"}},
 	{"unknown opcode", [][]byte{clientFrame(true, 3, []byte("x"), true)}, 0, []string{"error 1002"}},
 	{"unknown control opcode", [][]byte{clientFrame(true, 0xb, nil, true)}, 0, []string{"error 1002"}},
 	{"negative length", [][]byte{{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1}}, 0, []string{"error 1002"}},
 	{"fragmented", [][]byte{text(false, "he"), cont(false, ""), cont(false, "l"), cont(true, "lo")}, 0, []string{`text "hello"`}},
-	{"fragmented binary", [][]byte{clientFrame(false, opBinary, []byte{1}, true), cont(true, "\x02")}, 0, []string{`binary "\x01\x02"`}},
+	{"fragmented binary", [][]byte{clientFrame(false, wsframe.OpBinary, []byte{1}, true), cont(true, "\x02")}, 0, []string{`binary "\x01\x02"`}},
 	{"empty fragments", [][]byte{text(false, ""), cont(true, "")}, 0, []string{`text ""`}},
 	{"control frames inside a message", [][]byte{
 		text(false, "he"),
-		clientFrame(true, opPing, []byte("p1"), true),
+		clientFrame(true, wsframe.OpPing, []byte("p1"), true),
 		cont(false, "ll"),
-		clientFrame(true, opPong, []byte("x"), true),
+		clientFrame(true, wsframe.OpPong, []byte("x"), true),
 		cont(true, "o"),
 		text(true, "next"),
 	}, 0, []string{`ping "p1"`, "pong", `text "hello"`, `text "next"`}},
-	{"close inside a message", [][]byte{text(false, "he"), clientFrame(true, opClose, closePayload(1000, "bye"), true), cont(true, "llo")}, 0,
+	{"close inside a message", [][]byte{text(false, "he"), clientFrame(true, wsframe.OpClose, closePayload(1000, "bye"), true), cont(true, "llo")}, 0,
 		[]string{`close 1000 "bye"`}},
 	{"continuation without a start", [][]byte{cont(true, "x")}, 0, []string{"error 1002"}},
 	{"message inside a message", [][]byte{text(false, "a"), text(true, "b")}, 0, []string{"error 1002"}},
-	{"fragmented control frame", [][]byte{clientFrame(false, opPing, nil, true)}, 0, []string{"error 1002"}},
-	{"long control frame", [][]byte{clientFrame(true, opPing, bytes.Repeat([]byte("p"), 126), true)}, 0, []string{"error 1002"}},
-	{"longest ping", [][]byte{clientFrame(true, opPing, bytes.Repeat([]byte("p"), 125), true)}, 0, []string{fmt.Sprintf("ping %q", strings.Repeat("p", 125))}},
+	{"fragmented control frame", [][]byte{clientFrame(false, wsframe.OpPing, nil, true)}, 0, []string{"error 1002"}},
+	{"long control frame", [][]byte{clientFrame(true, wsframe.OpPing, bytes.Repeat([]byte("p"), 126), true)}, 0, []string{"error 1002"}},
+	{"longest ping", [][]byte{clientFrame(true, wsframe.OpPing, bytes.Repeat([]byte("p"), 125), true)}, 0, []string{fmt.Sprintf("ping %q", strings.Repeat("p", 125))}},
 	{"at the limit", [][]byte{text(true, "12345")}, 5, []string{`text "12345"`}},
 	{"over the limit", [][]byte{text(true, "123456")}, 5, []string{"error 1009"}},
 	{"over the limit in fragments", [][]byte{text(false, "123"), cont(false, "45"), cont(true, "6")}, 5, []string{"error 1009"}},
 	{"limit counts messages, not frames", [][]byte{text(false, "123"), cont(true, "45"), text(true, "12345")}, 5,
 		[]string{`text "12345"`, `text "12345"`}},
-	{"close without a code", [][]byte{clientFrame(true, opClose, nil, true)}, 0, []string{`close 1005 ""`}},
-	{"close", [][]byte{clientFrame(true, opClose, closePayload(4001, "gone"), true)}, 0, []string{`close 4001 "gone"`}},
-	{"close with one byte", [][]byte{clientFrame(true, opClose, []byte{3}, true)}, 0, []string{"error 1002"}},
-	{"close with a reserved code", [][]byte{clientFrame(true, opClose, closePayload(1005, ""), true)}, 0, []string{"error 1002"}},
-	{"close with a bad reason", [][]byte{clientFrame(true, opClose, closePayload(1000, "\xff"), true)}, 0, []string{"error 1002"}},
-	{"nothing after a close", [][]byte{clientFrame(true, opClose, closePayload(1000, ""), true), text(true, "late")}, 0,
+	{"close without a code", [][]byte{clientFrame(true, wsframe.OpClose, nil, true)}, 0, []string{`close 1005 ""`}},
+	{"close", [][]byte{clientFrame(true, wsframe.OpClose, closePayload(4001, "gone"), true)}, 0, []string{`close 4001 "gone"`}},
+	{"close with one byte", [][]byte{clientFrame(true, wsframe.OpClose, []byte{3}, true)}, 0, []string{"error 1002"}},
+	{"close with a reserved code", [][]byte{clientFrame(true, wsframe.OpClose, closePayload(1005, ""), true)}, 0, []string{"error 1002"}},
+	{"close with a bad reason", [][]byte{clientFrame(true, wsframe.OpClose, closePayload(1000, "\xff"), true)}, 0, []string{"error 1002"}},
+	{"nothing after a close", [][]byte{clientFrame(true, wsframe.OpClose, closePayload(1000, ""), true), text(true, "late")}, 0,
 		[]string{`close 1000 ""`}},
 }
 

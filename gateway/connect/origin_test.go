@@ -1,4 +1,4 @@
-package gateway
+package connect
 
 import (
 	"net/http/httptest"
@@ -48,4 +48,22 @@ func TestOriginChecker(t *testing.T) {
 			t.Errorf("rule %q accepted", bad)
 		}
 	}
+}
+
+// FuzzOriginRules checks that no configured rule or Origin header panics
+// the checker.
+func FuzzOriginRules(f *testing.F) {
+	f.Add("//*.example.com", "https://chat.example.com", "localhost:4000")
+	f.Add("https://example.com", "null", "x")
+	f.Add("*", "", "")
+	f.Fuzz(func(t *testing.T, rule, origin, host string) {
+		c, err := newOriginChecker([]string{rule})
+		if err != nil {
+			return
+		}
+		r := httptest.NewRequest("GET", "http://localhost/socket/websocket", nil)
+		r.Host = host
+		r.Header.Set("Origin", origin)
+		_ = c.allowed(r)
+	})
 }

@@ -1,57 +1,73 @@
-package gateway
+package ws
 
 import (
 	"context"
 	"errors"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/phxnats/phxnats/gateway/internal/gwtest"
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
-// forEachReader runs f with the goroutine reader and, where there is one,
-// the poller, which must treat a client alike.
-func forEachReader(t *testing.T, f func(t *testing.T)) {
-	readers := []bool{false}
-	if pollReads {
-		readers = append(readers, true)
-	}
-	defer func(v bool) { pollReads = v }(pollReads)
-	for _, polled := range readers {
-		pollReads = polled
-		name := "goroutine"
-		if polled {
-			name = "poller"
-		}
-		t.Run(name, f)
+// forEachReader runs f, in parallel, with the goroutine reader and, where
+// there is one, the poller, which must treat a client alike.
+func forEachReader(t *testing.T, f func(t *testing.T, goroutineReaders bool)) {
+	t.Parallel()
+	for _, name := range []string{"goroutine", "poller"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t, name == "goroutine")
+		})
 	}
 }
 
-// readerTestConn connects a client and returns it, the raw connection
-// under it, on which the test writes frames of its own making, and the
-// gateway.
-func readerTestConn(t *testing.T, user string) (*websocket.Conn, net.Conn, *Gateway) {
-	g, _, lpURL := lpTestGateway(t)
-	wsURL := "ws" + strings.TrimPrefix(strings.Replace(lpURL, "/socket/longpoll", "/socket/websocket", 1), "http")
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL+"&token=u:"+user, nil)
+// testServer runs a Server on the stand-in services of gwtest and returns
+// it, its parts, and the socket URL (vsn 2.0.0) without a token.
+func testServer(t *testing.T, goroutineReaders bool) (*Server, *gwtest.Env, string) {
+	t.Helper()
+	e := gwtest.New(t)
+	s := New(Config{
+		Deps:         e.Deps(),
+		SendQueueLen: 1024, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxFrameSize: 1 << 20,
+		GoroutineReaders: goroutineReaders,
+	})
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() {
+		hs.Close()
+		s.Close()
+	})
+	return s, e, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socket/websocket?vsn=2.0.0"
+}
+
+// dial connects user and returns the client and the server's conn.
+func dial(t *testing.T, e *gwtest.Env, url, user string) (*websocket.Conn, *conn) {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url+"&token=u:"+user, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ws.Close() })
-	deadline := time.Now().Add(5 * time.Second)
-	for len(g.userConns(user)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no server socket")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := g.userConns(user)[0].rd != nil; got != pollReads {
-		t.Fatalf("socket polled: %v, want %v", got, pollReads)
+	return ws, e.WaitUser(t, user, 1)[0].Transport().(*conn)
+}
+
+// readerTestConn connects a client and returns it, the raw connection
+// under it, on which the test writes frames of its own making, and the
+// gateway's parts.
+func readerTestConn(t *testing.T, user string, goroutineReaders bool) (*websocket.Conn, net.Conn, *Server, *gwtest.Env) {
+	s, e, url := testServer(t, goroutineReaders)
+	ws, c := dial(t, e, url, user)
+	if polled, want := c.rd != nil, !goroutineReaders && pollingAvailable; polled != want {
+		t.Fatalf("socket polled: %v, want %v", polled, want)
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	return ws, ws.NetConn(), g
+	return ws, ws.NetConn(), s, e
 }
 
 func writeRaw(t *testing.T, conn net.Conn, frames ...[]byte) {
@@ -80,30 +96,13 @@ func readClose(t *testing.T, ws *websocket.Conn) int {
 	}
 }
 
-func waitNoConns(t *testing.T, g *Gateway) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		g.mu.Lock()
-		n := len(g.conns)
-		g.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sockets left", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestReaderOrderAndFragments sends a join, a push and a heartbeat in one
 // write, the heartbeat fragmented around a ping: the replies come in the
 // order sent, though the join and push wait on NATS, and the ping is
 // answered.
 func TestReaderOrderAndFragments(t *testing.T) {
-	forEachReader(t, func(t *testing.T) {
-		ws, conn, g := readerTestConn(t, "alice")
+	forEachReader(t, func(t *testing.T, goroutineReaders bool) {
+		ws, conn, _, e := readerTestConn(t, "alice", goroutineReaders)
 		pongs := make(chan string, 1)
 		ws.SetPongHandler(func(s string) error { pongs <- s; return nil })
 		hb := `[null,"3","phoenix","heartbeat",{}]`
@@ -111,7 +110,7 @@ func TestReaderOrderAndFragments(t *testing.T) {
 			text(true, `["1","1","rooms:lobby","phx_join",{}]`),
 			text(true, `["1","2","rooms:lobby","new_msg",{"body":"hi"}]`),
 			text(false, hb[:10]),
-			clientFrame(true, opPing, []byte("p"), true),
+			clientFrame(true, wsframe.OpPing, []byte("p"), true),
 			cont(false, hb[10:20]),
 			cont(true, hb[20:]),
 		)
@@ -127,11 +126,11 @@ func TestReaderOrderAndFragments(t *testing.T) {
 		if p := <-pongs; p != "p" {
 			t.Fatalf("pong %q", p)
 		}
-		writeRaw(t, conn, clientFrame(true, opClose, closePayload(websocket.CloseNormalClosure, ""), true))
+		writeRaw(t, conn, clientFrame(true, wsframe.OpClose, closePayload(websocket.CloseNormalClosure, ""), true))
 		if code := readClose(t, ws); code != websocket.CloseNormalClosure {
 			t.Fatalf("close %d", code)
 		}
-		waitNoConns(t, g)
+		e.WaitNoSessions(t)
 	})
 }
 
@@ -142,24 +141,25 @@ func TestReaderRefuses(t *testing.T) {
 		frame []byte
 		code  int
 	}{
-		{"unmasked", clientFrame(true, opText, []byte(`[null,"1","phoenix","heartbeat",{}]`), false), websocket.CloseProtocolError},
+		{"unmasked", clientFrame(true, wsframe.OpText, []byte(`[null,"1","phoenix","heartbeat",{}]`), false), websocket.CloseProtocolError},
 		{"unknown opcode", clientFrame(true, 5, nil, true), websocket.CloseProtocolError},
 		// Only the header: the size is refused before the payload comes.
 		{"too big", text(true, strings.Repeat("x", 1<<20+1))[:14], websocket.CloseMessageTooBig},
 		{"malformed", text(true, `{"not":"phoenix"}`), CloseMalformed},
 	}
+	t.Parallel()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			forEachReader(t, func(t *testing.T) {
-				ws, conn, g := readerTestConn(t, "bob")
+			forEachReader(t, func(t *testing.T, goroutineReaders bool) {
+				ws, conn, _, e := readerTestConn(t, "bob", goroutineReaders)
 				writeRaw(t, conn, tt.frame)
 				if code := readClose(t, ws); code != tt.code {
 					t.Fatalf("close %d, want %d", code, tt.code)
 				}
 				if tt.code == CloseMalformed { // the gateway waits for the client's close
-					writeRaw(t, conn, clientFrame(true, opClose, closePayload(tt.code, ""), true))
+					writeRaw(t, conn, clientFrame(true, wsframe.OpClose, closePayload(tt.code, ""), true))
 				}
-				waitNoConns(t, g)
+				e.WaitNoSessions(t)
 			})
 		})
 	}
@@ -168,20 +168,20 @@ func TestReaderRefuses(t *testing.T) {
 // TestReaderEnds checks that a socket ends when the client goes away
 // without a close frame, and when the gateway drains.
 func TestReaderEnds(t *testing.T) {
-	forEachReader(t, func(t *testing.T) {
-		_, conn, g := readerTestConn(t, "carol")
+	forEachReader(t, func(t *testing.T, goroutineReaders bool) {
+		_, conn, _, e := readerTestConn(t, "carol", goroutineReaders)
 		_ = conn.Close()
-		waitNoConns(t, g)
+		e.WaitNoSessions(t)
 
-		ws, _, g := readerTestConn(t, "dave")
+		ws, _, _, e := readerTestConn(t, "dave", goroutineReaders)
 		// The client does not answer the gateway's close frame: the
 		// gateway ends the socket once it has waited for the answer.
 		ws.SetCloseHandler(func(int, string) error { return nil })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		errc := make(chan error, 1)
-		go func() { errc <- g.Shutdown(ctx) }()
-		if code := readClose(t, ws); code != CloseRestart {
+		go func() { errc <- e.Registry.Drain(ctx) }()
+		if code := readClose(t, ws); code != session.DisconnectShutdown.Code {
 			t.Fatalf("close %d", code)
 		}
 		if err := <-errc; err != nil {

@@ -1,10 +1,7 @@
-package gateway
+package ws
 
 import (
-	"encoding/binary"
-	"unicode/utf8"
-
-	"github.com/gorilla/websocket"
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
 // frameEvent is what the next client frame means to the socket.
@@ -45,18 +42,8 @@ type clientFrames struct {
 	msg []byte // its payload so far
 }
 
-// Frame opcodes (RFC 6455 section 5.2).
-const (
-	opContinuation = 0
-	opText         = websocket.TextMessage
-	opBinary       = websocket.BinaryMessage
-	opClose        = websocket.CloseMessage
-	opPing         = websocket.PingMessage
-	opPong         = websocket.PongMessage
-)
-
 func protocolError(text string) frameResult {
-	return frameResult{event: frameError, code: websocket.CloseProtocolError, text: text}
+	return frameResult{event: frameError, code: wsframe.CloseProtocolError, text: text}
 }
 
 // next parses the frame at the start of b, which must be the start of a
@@ -71,76 +58,74 @@ func (r *clientFrames) next(b []byte, limit int64) (frameResult, int) {
 	if len(b) < 2 {
 		return frameResult{}, 0
 	}
-	b0, b1 := b[0], b[1]
-	fin, op := b0&0x80 != 0, b0&0x0f
-	if b0&0x70 != 0 {
+	// The header's fields are set even when its length is not all here
+	// or is invalid: a bad frame is refused as soon as its first two bytes
+	// say so, with gorilla's checks in gorilla's order.
+	h, hdr, err := wsframe.ParseHeader(b)
+	op := h.Op
+	if h.Rsv != 0 {
 		return protocolError("unexpected reserved bits"), 0
 	}
-	control := op >= opClose
 	switch op {
-	case opContinuation:
+	case wsframe.OpContinuation:
 		if r.op == 0 {
 			return protocolError("continuation after final message frame"), 0
 		}
-	case opText, opBinary:
+	case wsframe.OpText, wsframe.OpBinary:
 		if r.op != 0 {
 			return protocolError("message start before final message frame"), 0
 		}
-	case opClose, opPing, opPong:
+	case wsframe.OpClose, wsframe.OpPing, wsframe.OpPong:
 	default:
 		return protocolError("unknown opcode"), 0
 	}
-	if control && !fin {
+	control := h.Control()
+	if control && !h.Fin {
 		return protocolError("control frame not final"), 0
 	}
-	if b1&0x80 == 0 {
+	if !h.Masked {
 		return protocolError("incorrect mask flag"), 0
 	}
-	n, hdr := uint64(b1&0x7f), 2
-	switch n {
-	case 126:
-		if len(b) < 4 {
-			return frameResult{}, 0
-		}
-		n, hdr = uint64(binary.BigEndian.Uint16(b[2:])), 4
-	case 127:
-		if len(b) < 10 {
-			return frameResult{}, 0
-		}
-		n, hdr = binary.BigEndian.Uint64(b[2:]), 10
-		if n>>63 != 0 {
-			return protocolError("invalid frame length"), 0
-		}
+	if err != nil {
+		return protocolError(err.Error()), 0
 	}
-	if control && n > 125 {
+	if hdr == 0 {
+		return frameResult{}, 0
+	}
+	n := h.Length
+	if control && n > wsframe.MaxControlPayload {
 		return protocolError("control frame length > 125"), 0
 	}
 	if !control && limit > 0 && uint64(len(r.msg))+n > uint64(limit) {
-		return frameResult{event: frameError, code: websocket.CloseMessageTooBig}, 0
+		return frameResult{event: frameError, code: wsframe.CloseMessageTooBig}, 0
 	}
-	if uint64(len(b)-hdr) < 4+n {
+	if hdr > len(b) {
+		return frameResult{}, 0 // the masking key is not all here
+	}
+	if uint64(len(b)-hdr) < n {
 		return frameResult{}, 0
 	}
-	key := b[hdr : hdr+4]
-	end := hdr + 4 + int(n)
-	payload := b[hdr+4 : end]
-	for i := range payload {
-		payload[i] ^= key[i&3]
-	}
+	end := hdr + int(n)
+	payload := b[hdr:end]
+	wsframe.Mask(payload, h.Key)
 	switch op {
-	case opPing:
+	case wsframe.OpPing:
 		return frameResult{event: framePing, data: payload}, end
-	case opPong:
+	case wsframe.OpPong:
 		return frameResult{event: framePong}, end
-	case opClose:
-		return closeFrame(payload), end
+	case wsframe.OpClose:
+		code, text, err := wsframe.ParseClose(payload)
+		if err != nil {
+			return protocolError(err.Error()), end
+		}
+		return frameResult{event: frameClose, code: code, text: text}, end
 	}
-	if op != opContinuation {
+	if op != wsframe.OpContinuation {
 		r.op = op
 	}
-	if fin && r.msg == nil {
+	if h.Fin && r.msg == nil {
 		// The common case, a message in one frame, is not copied.
-		res := frameResult{event: frameMessage, binary: r.op == opBinary, data: payload}
+		res := frameResult{event: frameMessage, binary: r.op == wsframe.OpBinary, data: payload}
 		r.op = 0
 		return res, end
 	}
@@ -148,43 +133,10 @@ func (r *clientFrames) next(b []byte, limit int64) (frameResult, int) {
 	if r.msg == nil {
 		r.msg = []byte{} // an empty first fragment still starts a message
 	}
-	if !fin {
+	if !h.Fin {
 		return frameResult{event: frameFragment}, end
 	}
-	res := frameResult{event: frameMessage, binary: r.op == opBinary, data: r.msg}
+	res := frameResult{event: frameMessage, binary: r.op == wsframe.OpBinary, data: r.msg}
 	r.op, r.msg = 0, nil
 	return res, end
-}
-
-// closeFrame reads a close frame's payload as gorilla does: no payload is
-// 1005; a code the client must not send, or a reason that is not UTF-8, is
-// a protocol error.
-func closeFrame(p []byte) frameResult {
-	switch {
-	case len(p) == 0:
-		return frameResult{event: frameClose, code: websocket.CloseNoStatusReceived}
-	case len(p) == 1:
-		return protocolError("invalid close frame payload")
-	}
-	code := int(binary.BigEndian.Uint16(p))
-	if !validReceivedCloseCode(code) {
-		return protocolError("invalid close code")
-	}
-	if !utf8.Valid(p[2:]) {
-		return protocolError("invalid utf8 payload in close frame")
-	}
-	return frameResult{event: frameClose, code: code, text: string(p[2:])}
-}
-
-// validReceivedCloseCode is gorilla's list of the codes a peer may send.
-func validReceivedCloseCode(code int) bool {
-	switch code {
-	case websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseProtocolError,
-		websocket.CloseUnsupportedData, websocket.CloseInvalidFramePayloadData,
-		websocket.ClosePolicyViolation, websocket.CloseMessageTooBig,
-		websocket.CloseMandatoryExtension, websocket.CloseInternalServerErr,
-		websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
-		return true
-	}
-	return code >= 3000 && code <= 4999
 }

@@ -1,4 +1,4 @@
-package gateway
+package ws
 
 import (
 	"bytes"
@@ -8,9 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
 // Sockets are read by a few shared pollers rather than a goroutine each.
@@ -32,8 +31,8 @@ import (
 // ending the socket shuts it down (closeConn), which the reader sees as
 // the end of the stream.
 
-// pollReads turns the pollers off, for tests of the goroutine reader.
-var pollReads = true
+// pollingAvailable: sockets are polled here unless Config.GoroutineReaders.
+const pollingAvailable = true
 
 // pollState is what a polled socket keeps: no more than a pointer's worth
 // of buffer while idle.
@@ -53,8 +52,9 @@ type poller struct {
 	rc   syscall.RawConn // of file, for the worker to wait on
 	buf  []byte          // only the worker reads into it
 
-	mu    sync.Mutex
-	conns map[uint64]*wsConn
+	mu     sync.Mutex
+	conns  map[uint64]*conn
+	closed bool // no socket is added any more; the epoll instance is closed
 }
 
 // pollBufSize is a worker's read buffer: a read takes whatever a client
@@ -66,21 +66,38 @@ const pollBufSize = 64 << 10
 // data still unread is reported again.
 const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
-var pollers struct {
+// pollers are a Server's: started with its first socket.
+type pollers struct {
 	once sync.Once
 	list []*poller // nil when epoll is not available
 	next atomic.Uint32
 	ids  atomic.Uint64
 }
 
-func startPollers() {
+func (ps *pollers) start() {
 	for range runtime.GOMAXPROCS(0) {
 		p, err := newPoller()
 		if err != nil {
 			break // the sockets not polled get reader goroutines
 		}
-		pollers.list = append(pollers.list, p)
+		ps.list = append(ps.list, p)
 		go p.work()
+	}
+}
+
+// close closes the pollers that hold no socket, which ends their workers.
+// One still holding a socket (a drain that ran out of time) is left
+// running: its sockets end through it, and the number of its epoll
+// descriptor must not be reused while they do.
+func (ps *pollers) close() {
+	ps.once.Do(func() {}) // none start after this
+	for _, p := range ps.list {
+		p.mu.Lock()
+		if len(p.conns) == 0 && !p.closed {
+			p.closed = true
+			_ = p.file.Close()
+		}
+		p.mu.Unlock()
 	}
 }
 
@@ -103,46 +120,52 @@ func newPoller() (*poller, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	return &poller{epfd: epfd, file: f, rc: rc, buf: make([]byte, pollBufSize), conns: make(map[uint64]*wsConn)}, nil
+	return &poller{epfd: epfd, file: f, rc: rc, buf: make([]byte, pollBufSize), conns: make(map[uint64]*conn)}, nil
 }
 
 // newPollState picks a poller for a socket, or returns nil when it is to
 // have a reader goroutine. It is called before the socket is shared, since
 // other goroutines read c.rd, and startPolling then starts the polling.
-func newPollState(raw syscall.RawConn) *pollState {
-	if !pollReads || raw == nil {
+func (s *Server) newPollState(raw syscall.RawConn) *pollState {
+	if s.cfg.GoroutineReaders || raw == nil {
 		return nil
 	}
-	pollers.once.Do(startPollers)
-	if len(pollers.list) == 0 {
+	ps := &s.pollers
+	ps.once.Do(ps.start)
+	if len(ps.list) == 0 {
 		return nil
 	}
 	fd := -1
 	if raw.Control(func(s uintptr) { fd = int(s) }) != nil {
 		return nil
 	}
-	p := pollers.list[int(pollers.next.Add(1))%len(pollers.list)]
-	return &pollState{p: p, fd: fd, id: pollers.ids.Add(1)}
+	p := ps.list[int(ps.next.Add(1))%len(ps.list)]
+	return &pollState{p: p, fd: fd, id: ps.ids.Add(1)}
 }
 
 // startPolling hands the socket to its poller; false means it needs a
 // reader goroutine after all. gorilla refuses a client that sent data
 // before the handshake was done, so nothing is left in gorilla's read
 // buffer for the poller to miss.
-func (c *wsConn) startPolling() bool {
+func (c *conn) startPolling() bool {
 	rd := c.rd
 	if rd == nil {
 		return false
 	}
-	rd.stopIdle = c.watchIdle()
 	rd.p.mu.Lock()
+	if rd.p.closed {
+		rd.p.mu.Unlock()
+		c.rd = nil
+		return false
+	}
+	rd.stopIdle = c.watchIdle()
 	rd.p.conns[rd.id] = c
 	rd.p.mu.Unlock()
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(rd.id), Pad: int32(rd.id >> 32)}
 	if err := syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_ADD, rd.fd, &ev); err != nil {
 		// Out of epoll watches: the goroutine reader works with a socket
 		// that closeConn shuts down as well.
-		c.g.log.Warn("epoll registration failed, reading with a goroutine", "err", err)
+		c.srv.cfg.Logger.Warn("epoll registration failed, reading with a goroutine", "err", err)
 		rd.p.mu.Lock()
 		delete(rd.p.conns, rd.id)
 		rd.p.mu.Unlock()
@@ -166,7 +189,7 @@ func (p *poller) work() {
 	}
 	for {
 		if p.rc.Read(wait) != nil {
-			return // not reached: the poller's file is never closed
+			return // the Server closed the poller
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
@@ -182,7 +205,7 @@ func (p *poller) work() {
 
 // readPolled reads what the socket holds and acts on it; the socket is
 // the caller's until it is re-armed, handed to a goroutine or ended.
-func (c *wsConn) readPolled(buf []byte) {
+func (c *conn) readPolled(buf []byte) {
 	rd := c.rd
 	var n int
 	var err error
@@ -211,7 +234,7 @@ func (c *wsConn) readPolled(buf []byte) {
 	c.rearm()
 }
 
-func (c *wsConn) rearm() {
+func (c *conn) rearm() {
 	rd := c.rd
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(rd.id), Pad: int32(rd.id >> 32)}
 	if syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_MOD, rd.fd, &ev) != nil {
@@ -222,10 +245,10 @@ func (c *wsConn) rearm() {
 // consume acts on the frames in data, which is the socket's own (owned)
 // or the worker's buffer. It reports false when the socket is no longer
 // the caller's: a join or push runs with it, or it ended.
-func (c *wsConn) consume(data []byte, owned bool) bool {
+func (c *conn) consume(data []byte, owned bool) bool {
 	rd := c.rd
 	for {
-		r, n := rd.frames.next(data, c.g.opts.MaxFrameSize)
+		r, n := rd.frames.next(data, c.srv.cfg.MaxFrameSize)
 		data = data[n:]
 		switch r.event {
 		case frameMore:
@@ -247,8 +270,8 @@ func (c *wsConn) consume(data []byte, owned bool) bool {
 			c.endPolled(r.code, "")
 			return false
 		case frameError:
-			if r.code == websocket.CloseMessageTooBig {
-				c.g.log.Info("frame over the size limit, closing socket", "limit", c.g.opts.MaxFrameSize)
+			if r.code == wsframe.CloseMessageTooBig {
+				c.srv.cfg.Logger.Info("frame over the size limit, closing socket", "limit", c.srv.cfg.MaxFrameSize)
 			}
 			c.endPolled(r.code, r.text)
 			return false
@@ -270,7 +293,7 @@ func (rd *pollState) keep(data []byte, owned bool) {
 
 // runPolled runs a join or push, then goes on with what was read after
 // it, and re-arms the socket: until then its next messages wait.
-func (c *wsConn) runPolled(m wire.Message) {
+func (c *conn) runPolled(m wire.Message) {
 	c.sess.HandleMessage(m)
 	rd := c.rd
 	if data := rd.partial; data != nil {
@@ -290,7 +313,7 @@ func (c *wsConn) runPolled(m wire.Message) {
 // endPolled takes the socket out of its poller, then, off the caller's
 // goroutine (a worker must not wait on a client or on the rooms), answers
 // with a close frame when code is not 0 and ends the socket.
-func (c *wsConn) endPolled(code int, text string) {
+func (c *conn) endPolled(code int, text string) {
 	rd := c.rd
 	_ = syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_DEL, rd.fd, nil)
 	rd.p.mu.Lock()

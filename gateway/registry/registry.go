@@ -1,0 +1,225 @@
+// Package registry is the gateway's table of live sessions, by connection
+// and by user, whatever their transport (WebSocket or long-poll), and the
+// one path by which the gateway acts on them from outside: the per-user
+// control messages of proto (kick, forced disconnect, ignore list) and the
+// drain on shutdown.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/proto"
+)
+
+// Registry tracks sessions; it implements session.Registry. Create it with
+// New.
+type Registry struct {
+	log  *slog.Logger
+	subs []*nats.Subscription // per-user control subjects
+
+	mu       sync.Mutex
+	all      map[*session.Session]struct{}
+	users    map[string]map[*session.Session]struct{} // by user id; anonymous sessions are not here
+	draining bool
+}
+
+// New creates a Registry that acts on the per-user control subjects: one
+// subscription per gateway for each kind of message, whatever the number
+// of users.
+func New(nc *nats.Conn, log *slog.Logger) (*Registry, error) {
+	r := &Registry{log: log, all: make(map[*session.Session]struct{}), users: make(map[string]map[*session.Session]struct{})}
+	for subject, h := range map[string]nats.MsgHandler{
+		proto.DisconnectSubjectAll: r.handleDisconnect,
+		proto.KickSubjectAll:       r.handleKick,
+		proto.IgnoresSubjectAll:    r.handleIgnores,
+	} {
+		sub, err := nc.Subscribe(subject, h)
+		if err != nil {
+			r.unsubscribe()
+			return nil, fmt.Errorf("gateway: subscribe %s: %w", subject, err)
+		}
+		r.subs = append(r.subs, sub)
+	}
+	return r, nil
+}
+
+// Add registers s; it reports false while the registry drains.
+func (r *Registry) Add(s *session.Session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.all[s] = struct{}{}
+	if user := s.UserID(); user != "" {
+		if r.users[user] == nil {
+			r.users[user] = make(map[*session.Session]struct{})
+		}
+		r.users[user][s] = struct{}{}
+	}
+	return !r.draining
+}
+
+// Remove forgets s.
+func (r *Registry) Remove(s *session.Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.all, s)
+	user := s.UserID()
+	if set := r.users[user]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(r.users, user)
+		}
+	}
+}
+
+// Len returns the number of sessions.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.all)
+}
+
+// Users returns the number of users with at least one session.
+func (r *Registry) Users() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.users)
+}
+
+// Draining reports whether Drain has started.
+func (r *Registry) Draining() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.draining
+}
+
+// User returns the sessions of a user.
+func (r *Registry) User(user string) []*session.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*session.Session, 0, len(r.users[user]))
+	for s := range r.users[user] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Kick removes a user's sessions from topic with a phx_close (a revoked
+// membership) and returns how many were joined to it.
+func (r *Registry) Kick(user, topic string) int {
+	n := 0
+	for _, s := range r.User(user) {
+		if s.Kick(topic) {
+			n++
+		}
+	}
+	return n
+}
+
+// Disconnect ends every session of a user with session.DisconnectUser and
+// returns how many it ended.
+func (r *Registry) Disconnect(user string) int {
+	all := r.User(user)
+	for _, s := range all {
+		s.Disconnect(session.DisconnectUser)
+	}
+	return len(all)
+}
+
+// Drain stops acting on control messages, refuses new sessions, and ends
+// every session with session.DisconnectShutdown: each client gets what was
+// queued to it and then the close. It returns when every session has
+// ended or ctx ends, whichever comes first; then it ends what is left with
+// session.DisconnectShutdownNow.
+func (r *Registry) Drain(ctx context.Context) error {
+	r.unsubscribe()
+	r.mu.Lock()
+	r.draining = true
+	r.mu.Unlock()
+	for _, s := range r.snapshot() {
+		s.Disconnect(session.DisconnectShutdown)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for r.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			for _, s := range r.snapshot() {
+				s.Disconnect(session.DisconnectShutdownNow)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func (r *Registry) snapshot() []*session.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*session.Session, 0, len(r.all))
+	for s := range r.all {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *Registry) unsubscribe() {
+	for _, sub := range r.subs {
+		_ = sub.Unsubscribe()
+	}
+}
+
+// handleKick removes a user's local sockets from one topic (a revoked
+// membership) with a phx_close, live.
+func (r *Registry) handleKick(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	var k proto.Kick
+	if err == nil {
+		err = json.Unmarshal(m.Data, &k)
+	}
+	if err != nil || k.Topic == "" {
+		r.log.Warn("bad kick message", "subject", m.Subject, "err", err)
+		return
+	}
+	if n := r.Kick(user, k.Topic); n > 0 {
+		r.log.Info("kicked", "user", user, "topic", k.Topic, "sockets", n)
+	}
+}
+
+// handleIgnores applies a user's new ignore list to their local sockets, so
+// the fan-out filters without asking a service per message.
+func (r *Registry) handleIgnores(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	var u proto.IgnoreUpdate
+	if err == nil {
+		err = json.Unmarshal(m.Data, &u)
+	}
+	if err != nil {
+		r.log.Warn("bad ignore list message", "subject", m.Subject, "err", err)
+		return
+	}
+	for _, s := range r.User(user) {
+		s.SetIgnored(u.Ignored)
+	}
+}
+
+// handleDisconnect closes every local socket of a user (logout, ban), as
+// Phoenix's "disconnect" broadcast on the socket id does: code 1001.
+func (r *Registry) handleDisconnect(m *nats.Msg) {
+	user, err := proto.UserFromSubject(m.Subject)
+	if err != nil {
+		r.log.Warn("bad disconnect subject", "subject", m.Subject, "err", err)
+		return
+	}
+	if n := r.Disconnect(user); n > 0 {
+		r.log.Info("forced disconnect", "user", user, "sockets", n)
+	}
+}

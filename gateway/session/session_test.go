@@ -1,0 +1,210 @@
+package session_test
+
+import (
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/phxnats/phxnats/gateway/internal/gwtest"
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/proto"
+)
+
+// fakeTransport records what its session sends.
+type fakeTransport struct {
+	ser    wire.Serializer
+	mu     sync.Mutex
+	frames []string
+	closed []session.Disconnect
+}
+
+func (f *fakeTransport) Serializer() wire.Serializer { return f.ser }
+func (f *fakeTransport) Deliver(fr session.Frame) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frames = append(f.frames, string(fr.Data))
+}
+func (f *fakeTransport) Close(d session.Disconnect) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = append(f.closed, d)
+}
+
+// take returns and forgets what was sent so far.
+func (f *fakeTransport) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.frames
+	f.frames = nil
+	return out
+}
+
+// newSession starts the stand-in services and a session of user "alice"
+// speaking ser, after cfg changes the shared configuration.
+func newSession(t *testing.T, ser wire.Serializer, change func(cfg *session.Config)) (*session.Session, *fakeTransport, *gwtest.Env) {
+	t.Helper()
+	t.Parallel()
+	e := gwtest.New(t)
+	if change != nil {
+		change(e.Session)
+	}
+	tr := &fakeTransport{ser: ser}
+	s, ok := session.New(e.Session, tr, "alice")
+	if !ok {
+		t.Fatal("session refused")
+	}
+	t.Cleanup(s.End)
+	return s, tr, e
+}
+
+func msg(joinRef, ref, topic, event, payload string) wire.Message {
+	return wire.Message{JoinRef: joinRef, Ref: ref, Topic: topic, Event: event, Payload: []byte(payload)}
+}
+
+func expect(t *testing.T, tr *fakeTransport, want ...string) {
+	t.Helper()
+	if got := tr.take(); !slices.Equal(got, want) {
+		t.Fatalf("sent:\n%q\nwant:\n%q", got, want)
+	}
+}
+
+const okReply = `{"response":{},"status":"ok"}]`
+
+func TestJoinLeave(t *testing.T) {
+	s, tr, e := newSession(t, wire.V2, nil)
+	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	expect(t, tr, `["1","1","rooms:a","phx_reply",`+okReply)
+	if e.Hub.Rooms() != 1 {
+		t.Fatalf("rooms %d after the join", e.Hub.Rooms())
+	}
+	s.HandleMessage(msg("1", "2", "rooms:a", "phx_leave", `{}`))
+	expect(t, tr, `["1","2","rooms:a","phx_reply",`+okReply, `["1","1","rooms:a","phx_close",{}]`)
+	if e.Hub.Rooms() != 0 {
+		t.Fatalf("rooms %d after the leave", e.Hub.Rooms())
+	}
+	// Phoenix replies ok to a leave of a topic that is not joined.
+	s.HandleMessage(msg("1", "3", "rooms:a", "phx_leave", `{}`))
+	expect(t, tr, `["1","3","rooms:a","phx_reply",`+okReply)
+}
+
+// A second join of a joined topic is answered, then the old channel gets
+// its phx_close; the socket never leaves the room meanwhile.
+func TestDuplicateJoin(t *testing.T) {
+	s, tr, e := newSession(t, wire.V2, nil)
+	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	s.HandleMessage(msg("5", "5", "rooms:a", "phx_join", `{}`))
+	expect(t, tr, `["1","1","rooms:a","phx_reply",`+okReply, `["5","5","rooms:a","phx_reply",`+okReply, `["1","1","rooms:a","phx_close",{}]`)
+	if e.Hub.Rooms() != 1 {
+		t.Fatalf("rooms %d", e.Hub.Rooms())
+	}
+	// The push is answered with the new channel's join_ref.
+	s.HandleMessage(msg("1", "6", "rooms:a", "new_msg", `{"body":"hi"}`))
+	expect(t, tr, `["5","6","rooms:a","phx_reply",`+okReply)
+}
+
+func TestUnmatchedTopic(t *testing.T) {
+	const unmatched = `{"response":{"reason":"unmatched topic"},"status":"error"}]`
+	s, tr, e := newSession(t, wire.V2, nil)
+	for _, tc := range []struct {
+		name string
+		m    wire.Message
+		want string
+	}{
+		{"join without a route", msg("1", "1", "other:a", "phx_join", `{}`), `[null,"1","other:a","phx_reply",` + unmatched},
+		{"join of the phoenix topic", msg("2", "2", "phoenix", "phx_join", `{}`), `[null,"2","phoenix","phx_reply",` + unmatched},
+		{"push before a join", msg("3", "3", "rooms:a", "new_msg", `{}`), `[null,"3","rooms:a","phx_reply",` + unmatched},
+	} {
+		s.HandleMessage(tc.m)
+		if got := tr.take(); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if e.Hub.Rooms() != 0 {
+		t.Fatalf("rooms %d", e.Hub.Rooms())
+	}
+}
+
+// Frames over the rate limit are refused at the edge; heartbeats pass.
+func TestRateLimit(t *testing.T) {
+	s, tr, _ := newSession(t, wire.V2, func(cfg *session.Config) { cfg.RateLimit, cfg.RateBurst = 0.001, 2 })
+	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	s.HandleMessage(msg("1", "2", "rooms:a", "new_msg", `{}`))
+	s.HandleMessage(msg("1", "3", "rooms:a", "new_msg", `{}`))
+	s.HandleMessage(msg("", "4", "phoenix", "heartbeat", `{}`))
+	expect(t, tr,
+		`["1","1","rooms:a","phx_reply",`+okReply,
+		`["1","2","rooms:a","phx_reply",`+okReply,
+		`["1","3","rooms:a","phx_reply",{"response":{"reason":"rate limit exceeded"},"status":"error"}]`,
+		`[null,"4","phoenix","phx_reply",`+okReply)
+}
+
+func TestKick(t *testing.T) {
+	s, tr, e := newSession(t, wire.V2, nil)
+	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	tr.take()
+	if !s.Kick("rooms:a") {
+		t.Fatal("kick of a joined topic reported false")
+	}
+	expect(t, tr, `["1","1","rooms:a","phx_close",{}]`)
+	if e.Hub.Rooms() != 0 {
+		t.Fatalf("rooms %d after the kick", e.Hub.Rooms())
+	}
+	if s.Kick("rooms:a") {
+		t.Fatal("second kick reported true")
+	}
+	expect(t, tr)
+	// A kick through the registry reaches the user's sessions.
+	s.HandleMessage(msg("2", "2", "rooms:b", "phx_join", `{}`))
+	tr.take()
+	if n := e.Registry.Kick("alice", "rooms:b"); n != 1 {
+		t.Fatalf("registry kicked %d sessions", n)
+	}
+	expect(t, tr, `["2","2","rooms:b","phx_close",{}]`)
+	e.Registry.Disconnect("alice")
+	if len(tr.closed) != 1 || tr.closed[0] != session.DisconnectUser {
+		t.Fatalf("closes %+v", tr.closed)
+	}
+}
+
+// A binary reply reaches a client that cannot carry bytes as an error
+// reply (binary.go), and a binary broadcast as the event with an error;
+// a V2 WebSocket gets the bytes.
+func TestBinaryRefused(t *testing.T) {
+	const lp = "binary payloads are not supported over long-poll"
+	const v1 = "binary payloads need the V2 serializer (vsn=2.0.0)"
+	for _, tc := range []struct {
+		name         string
+		ser          wire.Serializer
+		reply, bcast string // "" when the frame is binary
+	}{
+		{"V2", wire.V2, "", ""},
+		{"V1", wire.V1,
+			`{"event":"phx_reply","payload":{"response":{"reason":"` + v1 + `"},"status":"error"},"ref":"1","topic":"bin:a"}`,
+			`{"event":"blob","payload":{"error":"` + v1 + `"},"ref":null,"topic":"bin:a"}`},
+		{"long-poll", session.TextOnly(wire.V2, lp),
+			`["1","1","bin:a","phx_reply",{"response":{"reason":"` + lp + `"},"status":"error"}]`,
+			`[null,null,"bin:a","blob",{"error":"` + lp + `"}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, tr, e := newSession(t, tc.ser, func(cfg *session.Config) {
+				cfg.Routes = []session.Route{{Pattern: "bin:*", Service: "bin"}}
+			})
+			gwtest.Respond(t, e.Services, proto.JoinSubject("bin"), func([]byte) any {
+				return proto.Reply{Status: proto.StatusOK, Binary: []byte{1, 2}}
+			})
+			if err := e.Services.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			s.HandleMessage(msg("1", "1", "bin:a", "phx_join", `{}`))
+			got := tr.take()
+			if len(got) != 1 || (tc.reply == "") != (got[0][0] == 1) || (tc.reply != "" && got[0] != tc.reply) {
+				t.Fatalf("reply %q\nwant  %q", got, tc.reply)
+			}
+			data, bin, err := session.AppendBroadcast(nil, tc.ser, "bin:a", "blob", []byte{1, 2}, true)
+			if err != nil || bin != (tc.bcast == "") || (!bin && string(data) != tc.bcast) {
+				t.Fatalf("broadcast %q binary %v err %v\nwant %q", data, bin, err, tc.bcast)
+			}
+		})
+	}
+}
