@@ -26,6 +26,7 @@ func settings() []svckit.Setting {
 	all := append(own, authcfg.Settings()...)
 	all = append(all, gwcfg.Settings(d.Gateway)...)
 	all = append(all, roomcfg.RulesSettings()...) // one embedded server: one KV replica
+	all = append(all, roomcfg.LimitSettings()...)
 	return append(all, svckit.LogSettings()...)
 }
 
@@ -52,6 +53,13 @@ func loadConfig(args []string, usage io.Writer) (system.Config, *slog.Logger, er
 	}
 	cfg.TokenSalt = v.GetString("auth.salt")
 	cfg.TokenMaxAge = v.GetDuration("auth.max_age")
+	if cfg.Bans, err = authcfg.BansOptions(v); err != nil {
+		return system.Config{}, nil, err
+	}
+	cfg.TokenClockSkew = max(cfg.Bans.ClockSkew, 0)
+	if err := roomcfg.Limits(v, &cfg.Store); err != nil {
+		return system.Config{}, nil, err
+	}
 	if cfg.Gateway, err = gwcfg.Options(v); err != nil {
 		return system.Config{}, nil, err
 	}

@@ -60,7 +60,11 @@ func startSystem(t *testing.T) system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authSvc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: quiet})
+	bans, err := auth.OpenBans(ctx, js, auth.BansOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authSvc, err := auth.Start(auth.Options{Conn: nc, Tokens: auth.PhoenixTokens{Signer: signer}, Bans: bans, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +211,76 @@ func TestDisconnect(t *testing.T) {
 	}
 }
 
+// A ban through chatctl refuses the user's tokens and closes their
+// sockets; unban lets new tokens in.
+func TestBan(t *testing.T) {
+	sys := startSystem(t)
+	url := sys.srv.ClientURL()
+	sub, err := sys.nc.SubscribeSync(proto.DisconnectSubjectAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(token string) proto.VerifyReply {
+		t.Helper()
+		data, _ := json.Marshal(proto.VerifyRequest{Token: token})
+		m, err := sys.nc.Request(proto.SubjectAuthVerify, data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep proto.VerifyReply
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	tok := strings.TrimSpace(chatctl(t, url, "token", "alice").stdout)
+	if rep := verify(tok); rep.UserID != "alice" {
+		t.Fatalf("before the ban: %+v", rep)
+	}
+	steps := []struct {
+		args   []string
+		stdout string // prefix
+	}{
+		{[]string{"ban", "alice"}, "banned alice until unban; sockets closed\n"},
+		{[]string{"ban", "alice", "--for", "90m"}, "banned alice: tokens signed before "},
+		{[]string{"unban", "alice"}, "unbanned alice: tokens signed from "},
+	}
+	for _, s := range steps {
+		r := chatctl(t, url, s.args...)
+		if r.code != exitOK || !strings.HasPrefix(r.stdout, s.stdout) || r.stderr != "" {
+			t.Fatalf("chatctl %s = %+v, want stdout %q...", strings.Join(s.args, " "), r, s.stdout)
+		}
+		if s.args[0] == "ban" {
+			if m, err := sub.NextMsg(5 * time.Second); err != nil || m.Subject != "phx.user.alice.disconnect" {
+				t.Fatalf("ban published %v, %v; want phx.user.alice.disconnect", m, err)
+			}
+		}
+		if rep := verify(tok); rep.Error != proto.TokenRevoked {
+			t.Fatalf("after %s: the old token verifies as %+v", s.args[0], rep)
+		}
+	}
+	for _, args := range [][]string{
+		{"ban"},
+		{"ban", "a", "b"},
+		{"ban", "alice", "--for", "0s"},
+		{"unban", "alice", "--for", "1h"},
+		{"disconnect", "alice", "--for", "1h"},
+	} {
+		if r := chatctl(t, url, args...); r.code != exitUsage {
+			t.Errorf("chatctl %s = %d, want %d", strings.Join(args, " "), r.code, exitUsage)
+		}
+	}
+	// Ids outside proto.ValidUserID are refused before anything is sent.
+	long := strings.Repeat("x", proto.MaxUserIDLength+1)
+	for _, args := range [][]string{
+		{"ban", long}, {"unban", "a\nb"}, {"disconnect", long}, {"token", long}, {"rooms", "grant", "rooms:ops", long},
+	} {
+		if r := chatctl(t, url, args...); r.code != exitUsage || !strings.Contains(r.stderr, "bad user id") {
+			t.Errorf("chatctl %.30s = %d %q, want exit 2 about the user id", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+}
+
 // closedPort returns a loopback URL on which nothing listens.
 func closedPort(t *testing.T) string {
 	t.Helper()
@@ -257,10 +331,10 @@ func TestErrors(t *testing.T) {
 			`chatctl: roomsvc refused: rooms: "lobby" is not a room topic`, false},
 		{"not a room topic members", sys.srv.ClientURL(), []string{"rooms", "members", "other:x"}, exitFail,
 			`roomsvc refused: rooms: "other:x" is not a room topic`, false},
-		{"empty user", sys.srv.ClientURL(), []string{"rooms", "grant", "rooms:ops", ""}, exitFail,
-			"roomsvc refused: rooms: empty user id", false},
-		{"token empty user", sys.srv.ClientURL(), []string{"token", ""}, exitFail,
-			"authsvc refused: auth: empty user id", false},
+		{"empty user", sys.srv.ClientURL(), []string{"rooms", "grant", "rooms:ops", ""}, exitUsage,
+			`user "": proto: bad user id: empty`, false},
+		{"token empty user", sys.srv.ClientURL(), []string{"token", ""}, exitUsage,
+			`user "": proto: bad user id: empty`, false},
 		{"bad JSON", dead, []string{"publish", "rooms:lobby", "new_msg", `{"body":`}, exitUsage,
 			"chatctl: bad JSON payload: unexpected end of JSON input\n", false},
 		{"JSON not an object", dead, []string{"publish", "rooms:lobby", "new_msg", `["hi"]`}, exitUsage,
@@ -278,7 +352,7 @@ func TestErrors(t *testing.T) {
 		{"publish missing payload", dead, []string{"publish", "rooms:lobby", "new_msg"}, exitUsage, "publish: want TOPIC EVENT JSON, got 2", true},
 		{"token missing user", dead, []string{"token"}, exitUsage, "token: want USER, got 0", true},
 		{"disconnect missing user", dead, []string{"disconnect"}, exitUsage, "disconnect: want USER, got 0", true},
-		{"disconnect empty user", dead, []string{"disconnect", ""}, exitUsage, `user "": proto: user id`, false},
+		{"disconnect empty user", dead, []string{"disconnect", ""}, exitUsage, `user "": proto: bad user id: empty`, false},
 		{"json elsewhere", dead, []string{"--json", "token", "alice"}, exitUsage, "--json is only for rooms members", true},
 		{"json on grant", dead, []string{"rooms", "grant", "--json", "rooms:ops", "alice"}, exitUsage, "--json is only for rooms members", true},
 		{"unknown flag", dead, []string{"--nope", "token", "alice"}, exitUsage, "unknown flag: --nope", true},

@@ -88,6 +88,9 @@ func cmdRooms(cfg config, args []string, stdout io.Writer) error {
 		return usagef("rooms %s: want TOPIC USER, got %d argument(s)", sub, len(args))
 	}
 	topic, user := args[0], args[1]
+	if err := proto.ValidUserID(user); err != nil {
+		return invalidf("user %q: %v", user, err)
+	}
 	c, err := connect(cfg)
 	if err != nil {
 		return err
@@ -177,6 +180,9 @@ func cmdToken(cfg config, args []string, stdout io.Writer) error {
 	if len(args) != 1 {
 		return usagef("token: want USER, got %d argument(s)", len(args))
 	}
+	if err := proto.ValidUserID(args[0]); err != nil {
+		return invalidf("user %q: %v", args[0], err)
+	}
 	c, err := connect(cfg)
 	if err != nil {
 		return err
@@ -201,6 +207,9 @@ func cmdDisconnect(cfg config, args []string, stdout io.Writer) error {
 		return usagef("disconnect: want USER, got %d argument(s)", len(args))
 	}
 	user := args[0]
+	if err := proto.ValidUserID(user); err != nil {
+		return invalidf("user %q: %v", user, err)
+	}
 	subject, err := proto.DisconnectSubject(user)
 	if err != nil {
 		return invalidf("user %q: %v", user, err)
@@ -224,5 +233,43 @@ func cmdDisconnect(cfg config, args []string, stdout io.Writer) error {
 		return fmt.Errorf("flush after publish on %s: %v", subject, err)
 	}
 	fmt.Fprintf(stdout, "sent disconnect for %s on %s\n", user, subject)
+	return nil
+}
+
+// cmdBan bans (cmd "ban") or unbans a user through authsvc, which keeps
+// the ban and, on a ban, closes the user's sockets.
+func cmdBan(cfg config, cmd string, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usagef("%s: want USER, got %d argument(s)", cmd, len(args))
+	}
+	user := args[0]
+	if err := proto.ValidUserID(user); err != nil {
+		return invalidf("user %q: %v", user, err)
+	}
+	subject := proto.SubjectAuthUnban
+	req := proto.BanRequest{UserID: user}
+	if cmd == "ban" {
+		subject = proto.SubjectAuthBan
+		req.Seconds = int64((cfg.BanFor + time.Second - 1) / time.Second)
+	}
+	c, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	var rep proto.BanReply
+	if err := c.request("authsvc", subject, req, &rep); err != nil {
+		return err
+	}
+	switch {
+	case rep.Error != "":
+		return fmt.Errorf("authsvc refused: %s", rep.Error)
+	case cmd == "unban":
+		fmt.Fprintf(stdout, "unbanned %s: tokens signed from %s on are accepted\n", user, rep.NotBefore)
+	case rep.Forever:
+		fmt.Fprintf(stdout, "banned %s until unban; sockets closed\n", user)
+	default:
+		fmt.Fprintf(stdout, "banned %s: tokens signed before %s are refused; sockets closed\n", user, rep.NotBefore)
+	}
 	return nil
 }

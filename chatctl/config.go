@@ -20,6 +20,8 @@ type config struct {
 	Timeout time.Duration
 	// JSON is --json, for rooms members.
 	JSON bool
+	// BanFor is --for, for ban: how long; 0 means until unban.
+	BanFor time.Duration
 }
 
 // setting is one configuration key: its YAML key, flag and environment
@@ -45,6 +47,7 @@ func newFlagSet() *pflag.FlagSet {
 	fs.Duration("timeout", defaultTimeout, "how long to wait to connect and for each answer (env CHAT_TIMEOUT)")
 	fs.String("config", "", "YAML `FILE` with the keys nats_url and timeout")
 	fs.Bool("json", false, "rooms members: print a JSON array")
+	fs.Duration("for", 0, "ban: how long the ban lasts, e.g. 1h or 30m (default: until unban)")
 	return fs
 }
 
@@ -103,6 +106,10 @@ func loadConfig(args []string, env func(string) string) (config, []string, error
 
 	cfg := config{NATSURL: strings.TrimSpace(v.GetString("nats_url"))}
 	cfg.JSON, _ = fs.GetBool("json")
+	cfg.BanFor, _ = fs.GetDuration("for")
+	if fs.Changed("for") && cfg.BanFor < time.Second {
+		return config{}, nil, usagef("--for: want a duration of at least 1s, got %s", cfg.BanFor)
+	}
 	if cfg.NATSURL == "" {
 		return config{}, nil, invalidf("nats_url is empty")
 	}

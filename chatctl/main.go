@@ -7,6 +7,7 @@
 //	chatctl publish rooms:lobby new_msg '{"body":"deploy finished"}'
 //	chatctl token alice
 //	chatctl disconnect alice
+//	chatctl ban alice --for 24h
 //
 // It imports only proto and nats.go (plus pflag and viper for its flags),
 // never a service's internals: it sees the system exactly as any other NATS
@@ -40,7 +41,10 @@ Commands:
   publish TOPIC EVENT JSON    broadcast EVENT with the JSON object payload to every socket joined to TOPIC
                               (returns once the room stream stored it)
   token USER                  print a token for USER, signed by authsvc
-  disconnect USER             close every socket of USER on every gateway
+  disconnect USER             close every socket of USER on every gateway (phoenix.js reconnects)
+  ban USER [--for DURATION]   refuse every token of USER signed before the ban ends (until unban
+                              without --for) and close USER's sockets: the reconnect is refused
+  unban USER                  accept USER's tokens signed from now on (older ones stay refused)
 
 Flags:
 %s
@@ -107,6 +111,9 @@ func dispatch(cfg config, args []string, stdout io.Writer) error {
 	if cfg.JSON && cmd != "rooms" {
 		return usagef("--json is only for rooms members")
 	}
+	if cfg.BanFor != 0 && cmd != "ban" {
+		return usagef("--for is only for ban")
+	}
 	switch cmd {
 	case "help":
 		fmt.Fprintf(stdout, usageText, flagUsages())
@@ -119,6 +126,8 @@ func dispatch(cfg config, args []string, stdout io.Writer) error {
 		return cmdToken(cfg, args, stdout)
 	case "disconnect":
 		return cmdDisconnect(cfg, args, stdout)
+	case "ban", "unban":
+		return cmdBan(cfg, cmd, args, stdout)
 	default:
 		return usagef("unknown command %q", cmd)
 	}

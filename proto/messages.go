@@ -52,10 +52,19 @@ type Reply struct {
 	// Binary, when set, is a binary response (base64 in JSON): V2 clients
 	// receive a binary reply frame, V1 clients an error reply.
 	Binary []byte `json:"binary,omitempty"`
-	// Ignore, when set, replaces the socket's list of users whose
-	// broadcasts it must not receive. It is for the gateway, not sent to the
-	// client; services set it on join replies and on ignore changes.
+	// Ignore, when set, changes the socket's list of users whose
+	// broadcasts it must not receive (IgnoreUpdate.Apply). It is for the
+	// gateway, not sent to the client. Services set it on join replies (the
+	// whole list, Ignored) and on ignore changes (a diff, Add or Remove).
 	Ignore *IgnoreUpdate `json:"ignore,omitempty"`
+	// Confirm, on an ok join reply, asks the gateway to confirm the join
+	// once the socket is in the room: it sends the same JoinRequest to
+	// JoinedSubject and answers the client with that reply instead (leaving
+	// the room again unless it is ok). A permission revoked while the join
+	// was on its way is then seen by the confirmation, and one revoked
+	// after it finds the socket in the room, where its kick reaches it.
+	// roomsvc sets it for private rooms. Not sent to the client.
+	Confirm bool `json:"confirm,omitempty"`
 }
 
 // OK returns an ok Reply with the given response object (nil for {}).
@@ -165,6 +174,13 @@ const (
 	TokenExpired = "expired"
 	TokenInvalid = "invalid"
 	TokenMissing = "missing"
+	// TokenRevoked: a genuine, unexpired token signed before the user's
+	// not-before time (a ban, see SubjectAuthBan).
+	TokenRevoked = "revoked"
+	// TokenUnavailable: authsvc could not tell (the ban bucket did not
+	// answer). Nothing is accepted then; the gateway should answer 503 so
+	// that clients retry.
+	TokenUnavailable = "unavailable"
 )
 
 // VerifyReply is authsvc's answer: UserID when the token is good, else Error.
@@ -182,6 +198,22 @@ type SignRequest struct {
 type SignReply struct {
 	Token string `json:"token,omitempty"`
 	Error string `json:"error,omitempty"`
+}
+
+// BanRequest asks authsvc to ban (SubjectAuthBan) or unban
+// (SubjectAuthUnban) a user.
+type BanRequest struct {
+	UserID string `json:"user_id"`
+	// Seconds is how long the ban lasts; 0 means until an unban.
+	Seconds int64 `json:"seconds,omitempty"`
+}
+
+// BanReply answers a BanRequest: the user's new not-before time (tokens
+// signed before it are refused; absent for a ban until unban), or Error.
+type BanReply struct {
+	NotBefore string `json:"not_before,omitempty"` // RFC 3339, UTC
+	Forever   bool   `json:"forever,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // MembershipRequest grants, revokes or lists membership of a private room.
@@ -220,8 +252,79 @@ type Kick struct {
 	Topic string `json:"topic"`
 }
 
-// IgnoreUpdate is the payload of an IgnoresSubject message: the user's whole
-// ignore list after a change.
+// IgnoreUpdate changes a socket's ignore list. It has one of two forms:
+//
+//	{"ignored": ["bob", "carol"]}   the whole list (join replies only)
+//	{"add": ["bob"]}                a diff: IgnoresSubject messages and
+//	{"remove": ["bob"]}             the replies to ignore/unignore pushes
+//
+// A diff keeps what a change costs independent of the list's length (at
+// most roomsvc's rooms.ignore_max entries). Apply gives the new set.
 type IgnoreUpdate struct {
-	Ignored []string `json:"ignored"`
+	// Ignored, when not nil, is the whole list, replacing the socket's.
+	Ignored []string `json:"ignored,omitempty"`
+	// Add and Remove, when Ignored is nil, are added to and removed from
+	// the socket's current list.
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// IsDiff reports whether u changes the current list rather than replace it.
+func (u *IgnoreUpdate) IsDiff() bool { return u.Ignored == nil }
+
+// Apply returns the set of ignored users after u, given the current one
+// (nil for none). current is not modified: the result is a new map, so a
+// reader holding the old one (an atomic pointer) never sees it change.
+func (u *IgnoreUpdate) Apply(current map[string]struct{}) map[string]struct{} {
+	if !u.IsDiff() {
+		current = nil
+	}
+	next := make(map[string]struct{}, len(current)+len(u.Ignored)+len(u.Add))
+	for id := range current {
+		next[id] = struct{}{}
+	}
+	for _, id := range u.Ignored {
+		next[id] = struct{}{}
+	}
+	for _, id := range u.Add {
+		next[id] = struct{}{}
+	}
+	for _, id := range u.Remove {
+		delete(next, id)
+	}
+	return next
+}
+
+// MarshalJSON writes the whole form as {"ignored": [...]} even when the
+// list is empty, so that an empty list replaces (and is not read as an
+// empty diff).
+func (u IgnoreUpdate) MarshalJSON() ([]byte, error) {
+	if u.Ignored != nil {
+		return Marshal(struct {
+			Ignored []string `json:"ignored"`
+		}{u.Ignored})
+	}
+	type diff IgnoreUpdate
+	return Marshal(diff(u))
+}
+
+// UnmarshalJSON keeps an explicit empty "ignored" list as the whole form.
+func (u *IgnoreUpdate) UnmarshalJSON(data []byte) error {
+	type plain IgnoreUpdate
+	var p struct {
+		plain
+		Ignored *[]string `json:"ignored"`
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	*u = IgnoreUpdate(p.plain)
+	u.Ignored = nil
+	if p.Ignored != nil {
+		u.Ignored = *p.Ignored
+		if u.Ignored == nil {
+			u.Ignored = []string{}
+		}
+	}
+	return nil
 }

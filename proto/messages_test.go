@@ -2,6 +2,7 @@ package proto
 
 import (
 	"encoding/json"
+	"maps"
 	"testing"
 )
 
@@ -91,6 +92,73 @@ func FuzzDecodeBroadcast(f *testing.F) {
 		}
 		if b.Event == "" || len(b.Event) > MaxEventLength || (b.Binary == nil && !isJSONObject(b.Payload)) {
 			t.Fatalf("accepted an undeliverable broadcast: %+v", b)
+		}
+	})
+}
+
+func TestIgnoreUpdate(t *testing.T) {
+	set := func(ids ...string) map[string]struct{} {
+		m := make(map[string]struct{})
+		for _, id := range ids {
+			m[id] = struct{}{}
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		update  IgnoreUpdate
+		json    string
+		current map[string]struct{}
+		want    map[string]struct{}
+	}{
+		{"whole list replaces", IgnoreUpdate{Ignored: []string{"bob"}}, `{"ignored":["bob"]}`, set("carol"), set("bob")},
+		{"empty whole list clears", IgnoreUpdate{Ignored: []string{}}, `{"ignored":[]}`, set("carol"), set()},
+		{"add", IgnoreUpdate{Add: []string{"bob"}}, `{"add":["bob"]}`, set("carol"), set("bob", "carol")},
+		{"remove", IgnoreUpdate{Remove: []string{"carol"}}, `{"remove":["carol"]}`, set("bob", "carol"), set("bob")},
+		{"add to nothing", IgnoreUpdate{Add: []string{"bob"}}, `{"add":["bob"]}`, nil, set("bob")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := json.Marshal(tt.update)
+			if err != nil || string(data) != tt.json {
+				t.Fatalf("Marshal = %s, %v; want %s", data, err, tt.json)
+			}
+			var back IgnoreUpdate
+			if err := json.Unmarshal(data, &back); err != nil {
+				t.Fatal(err)
+			}
+			before := len(tt.current)
+			got := back.Apply(tt.current)
+			if !maps.Equal(got, tt.want) {
+				t.Fatalf("Apply(%v) = %v, want %v", tt.current, got, tt.want)
+			}
+			if len(tt.current) != before {
+				t.Fatal("Apply modified the current set")
+			}
+		})
+	}
+}
+
+// Any message decodes to one form, and the form survives a round trip.
+func FuzzIgnoreUpdate(f *testing.F) {
+	for _, s := range []string{`{"ignored":[]}`, `{"ignored":null}`, `{"add":["a"],"remove":["b"]}`, `{}`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var u IgnoreUpdate
+		if json.Unmarshal(data, &u) != nil {
+			return
+		}
+		out, err := json.Marshal(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back IgnoreUpdate
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+		if back.IsDiff() != u.IsDiff() || !maps.Equal(back.Apply(nil), u.Apply(nil)) {
+			t.Fatalf("%s became %s", data, out)
 		}
 	})
 }

@@ -18,8 +18,28 @@ const (
 	// deployments should let only trusted users publish here (NATS permissions).
 	SubjectAuthSign = "phx.auth.sign"
 
+	// SubjectAuthBan: request/reply. Operators (chatctl ban) send a
+	// BanRequest; authsvc stores the user's not-before time in BanBucket,
+	// publishes DisconnectSubject for the user and answers a BanReply.
+	// From then on authsvc refuses (TokenRevoked) every token of the user
+	// signed before that time: the sockets it closed cannot come back with
+	// the token they had.
+	SubjectAuthBan = "phx.auth.ban"
+
+	// SubjectAuthUnban: request/reply. A BanRequest (For is ignored);
+	// authsvc moves the user's not-before time to now, so that tokens
+	// issued from now on are accepted and the ones from before the ban stay
+	// refused. Answers a BanReply.
+	SubjectAuthUnban = "phx.auth.unban"
+
 	// QueueAuth is the queue group of authsvc subscribers.
 	QueueAuth = "authsvc"
+
+	// BanBucket is the JetStream KV bucket of per-user not-before times:
+	// key EncodeKey(user id), value a JSON object written and read by
+	// authsvc only, which creates the bucket at start. Every authsvc reads
+	// it once per token verification.
+	BanBucket = "phx_user_bans"
 )
 
 // Room subjects.
@@ -90,6 +110,14 @@ func JoinSubject(service string) string { return "phx.svc." + service + ".join" 
 // when several instances share the queue group.
 func PushSubject(service string) string { return "phx.svc." + service + ".push" }
 
+// JoinedSubject is where the gateway confirms a join whose reply asked for it
+// (Reply.Confirm): "phx.svc.<service>.joined", sent once the socket is in
+// the room, with the same JoinRequest. The service answers a Reply as for a
+// join, from its current state (roomsvc: the membership, read from KV, not
+// a cache); the gateway gives that reply to the client and leaves the room
+// unless it is ok. Subscribers: the service's instances in one queue group.
+func JoinedSubject(service string) string { return "phx.svc." + service + ".joined" }
+
 // Membership subjects: request/reply, served by roomsvc in QueueRooms. The
 // request is a MembershipRequest and the reply a MembershipReply.
 const (
@@ -125,7 +153,11 @@ const KickSubjectAll = "phx.user.*.kick"
 // phx_close for it (phoenix.js then drops the channel and does not rejoin).
 //
 // Publisher: roomsvc, when a membership is revoked; operators. Subscribers:
-// every gateway. Not request/reply.
+// every gateway. Not request/reply, and core NATS: a gateway that is
+// reconnecting to NATS at that moment misses it. What makes a revoke
+// certain all the same: roomsvc refuses every push of a non-member to a
+// private room, and confirms each join of one once the socket is in the
+// room (Reply.Confirm, JoinedSubject).
 func KickSubject(userID string) (string, error) { return userSubject(userID, "kick") }
 
 // UserFromSubject returns the user id in a "phx.user.<user>.<verb>" subject
@@ -143,11 +175,14 @@ func UserFromSubject(subject string) (string, error) {
 // subscription on it.
 const IgnoresSubjectAll = "phx.user.*.ignores"
 
-// IgnoresSubject carries a user's new ignore list to every gateway, so that
-// all of the user's sockets stop (or resume) receiving broadcasts From the
-// users on it: "phx.user.<user>.ignores" with an IgnoreUpdate payload.
+// IgnoresSubject carries each change of a user's ignore list to every
+// gateway, so that all of the user's sockets stop (or resume) receiving
+// broadcasts From the users on it: "phx.user.<user>.ignores" with an
+// IgnoreUpdate payload in its diff form ({"add": [id]} or {"remove": [id]}),
+// which the gateway applies to each socket's set (IgnoreUpdate.Apply). The
+// whole list reaches a socket only in its join reply (Reply.Ignore).
 //
-// Publisher: roomsvc, after an ignore or unignore push. Subscribers: every
+// Publisher: roomsvc, after an ignore or unignore push that changed the list. Subscribers: every
 // gateway. Not request/reply. The filtering happens in the gateway, per
 // socket, with no call to a service per message.
 func IgnoresSubject(userID string) (string, error) { return userSubject(userID, "ignores") }

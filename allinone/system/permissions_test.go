@@ -318,7 +318,15 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authSvc, err := auth.Start(auth.Options{Conn: anc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: quiet})
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bans, err := auth.OpenBans(ctx, ajs, auth.BansOptions{})
+	if err != nil {
+		t.Fatalf("authsvc cannot open its KV bucket: %v (errors: %v)", err, aerr.all())
+	}
+	authSvc, err := auth.Start(auth.Options{Conn: anc, Tokens: auth.PhoenixTokens{Signer: signer}, Bans: bans, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,6 +415,21 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	if code := bob.closeCode(); code != websocket.CloseGoingAway {
 		t.Fatalf("bob's socket closed with %d, want 1001 (disconnect)", code)
 	}
+	// The operator bans bob: authsvc stores it, and his token is refused.
+	var ban proto.BanReply
+	requestJSON(t, onc, proto.SubjectAuthBan, proto.BanRequest{UserID: "bob"}, &ban)
+	if ban.Error != "" || !ban.Forever {
+		t.Fatalf("operator's ban: %+v", ban)
+	}
+	var verified proto.VerifyReply
+	requestJSON(t, gnc, proto.SubjectAuthVerify, proto.VerifyRequest{Token: signed.Token}, &verified)
+	if verified.Error != proto.TokenRevoked {
+		t.Fatalf("banned user's token: %+v", verified)
+	}
+	requestJSON(t, onc, proto.SubjectAuthUnban, proto.BanRequest{UserID: "bob"}, &ban)
+	if ban.Error != "" {
+		t.Fatalf("operator's unban: %+v", ban)
+	}
 
 	// The publisher posts into a room; sockets receive it.
 	if err := proto.Publish(ctx, pnc, "rooms:lobby", "new_msg", map[string]string{"body": "deploy finished"}); err != nil {
@@ -477,6 +500,12 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"authsvc", false, "phx.room.rooms:lobby"},
 		{"authsvc", false, "phx.rooms.members.grant"},
 		{"authsvc", false, "_INBOX.anything"}, // replies only to requests it received
+		{"authsvc", false, "phx.user.alice.kick"},
+		{"authsvc", false, "$KV.phx_room_members.x"},
+		{"authsvc", false, "$JS.API.STREAM.CREATE.OTHER"},
+		{"roomsvc", false, "$KV.phx_user_bans.x"},
+		{"gateway", false, "phx.auth.ban"},
+		{"publisher", false, "phx.auth.unban"},
 		{"authsvc", true, "phx.room.>"},
 
 		{"operator", false, "phx.svc.rooms.join"}, // cannot pose as a gateway

@@ -43,8 +43,15 @@ type Config struct {
 	SecretKeyBases []string
 	// TokenSalt is the Phoenix.Token salt ("user socket" in the guide).
 	TokenSalt string
-	// TokenMaxAge is how long a token stays valid.
+	// TokenMaxAge is how long a token stays valid: tokens are signed with
+	// it and none older is accepted.
 	TokenMaxAge time.Duration
+	// TokenClockSkew is the tolerated clock difference (auth.clock_skew).
+	TokenClockSkew time.Duration
+	// Bans configures authsvc's ban bucket; Now is for tests.
+	Bans auth.BansOptions
+	// Store bounds roomsvc's KV buckets (rooms.ignore_max, ...).
+	Store rooms.StoreOptions
 	// Gateway options; Conn, Logger and Name are filled in by Start.
 	Gateway gateway.Options
 	// Rooms are the chat rules.
@@ -56,14 +63,15 @@ type Config struct {
 // Defaults returns the configuration `make run` uses.
 func Defaults() Config {
 	return Config{
-		HTTPAddr:    "127.0.0.1:4000",
-		NATSHost:    "127.0.0.1",
-		NATSPort:    4222,
-		DataDir:     "data",
-		TokenSalt:   "user socket",
-		TokenMaxAge: 1209600 * time.Second, // two weeks, as the channels guide verifies
-		Gateway:     gatewayDefaults(),
-		Rooms:       rooms.Rules{MaxBodyBytes: rooms.DefaultMaxBodyBytes, AnnounceJoins: true},
+		HTTPAddr:       "127.0.0.1:4000",
+		NATSHost:       "127.0.0.1",
+		NATSPort:       4222,
+		DataDir:        "data",
+		TokenSalt:      "user socket",
+		TokenMaxAge:    1209600 * time.Second, // two weeks, as the channels guide verifies
+		TokenClockSkew: auth.DefaultClockSkew,
+		Gateway:        gatewayDefaults(),
+		Rooms:          rooms.Rules{MaxBodyBytes: rooms.DefaultMaxBodyBytes, AnnounceJoins: true},
 	}
 }
 
@@ -139,7 +147,10 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	}
 
 	// authsvc
-	signer, err := phxtoken.New(phxtoken.Options{SecretKeyBases: secrets, Salt: cfg.TokenSalt, MaxAge: cfg.TokenMaxAge})
+	signer, err := phxtoken.New(phxtoken.Options{
+		SecretKeyBases: secrets, Salt: cfg.TokenSalt, MaxAge: cfg.TokenMaxAge,
+		MaxAgeCap: cfg.TokenMaxAge, ClockSkew: cfg.TokenClockSkew, Now: cfg.Bans.Now,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +158,15 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.auth, err = auth.Start(auth.Options{Conn: anc, Tokens: auth.PhoenixTokens{Signer: signer}, Logger: s.log.With("svc", "authsvc")}); err != nil {
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		return nil, err
+	}
+	bans, err := auth.OpenBans(ctx, ajs, cfg.Bans)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth, err = auth.Start(auth.Options{Conn: anc, Tokens: auth.PhoenixTokens{Signer: signer}, Bans: bans, Logger: s.log.With("svc", "authsvc")}); err != nil {
 		return nil, err
 	}
 
@@ -160,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = rooms.OpenStore(ctx, js, rooms.StoreOptions{}); err != nil {
+	if s.store, err = rooms.OpenStore(ctx, js, cfg.Store); err != nil {
 		return nil, err
 	}
 	if s.rooms, err = rooms.Start(rooms.Options{Conn: rnc, Store: s.store, Rules: cfg.Rooms, Logger: s.log.With("svc", "roomsvc")}); err != nil {

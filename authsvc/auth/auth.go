@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -21,9 +22,10 @@ import (
 type Tokens interface {
 	// SignUser returns a token carrying userID.
 	SignUser(userID string) (string, error)
-	// VerifyUser returns the user id a token carries, or an error that
-	// errors.Is one of ErrExpired, ErrInvalid, ErrMissing.
-	VerifyUser(token string) (string, error)
+	// VerifyUser returns the user id a token carries and when it was
+	// signed, or an error that errors.Is one of ErrExpired, ErrInvalid,
+	// ErrMissing.
+	VerifyUser(token string) (userID string, signedAt time.Time, err error)
 }
 
 // Verification errors of Tokens.VerifyUser.
@@ -38,25 +40,29 @@ var (
 // (Phoenix.Token.sign(socket, "user socket", user.id)).
 type PhoenixTokens struct{ Signer *phxtoken.Signer }
 
-// SignUser implements Tokens.
+// SignUser implements Tokens. The id must pass proto.ValidUserID.
 func (p PhoenixTokens) SignUser(userID string) (string, error) {
-	if userID == "" {
-		return "", errors.New("auth: empty user id")
+	if err := proto.ValidUserID(userID); err != nil {
+		return "", err
 	}
 	return p.Signer.Sign(userID)
 }
 
-// VerifyUser implements Tokens.
-func (p PhoenixTokens) VerifyUser(token string) (string, error) {
-	data, err := p.Signer.Verify(token)
+// VerifyUser implements Tokens. A token whose id fails proto.ValidUserID
+// (a Phoenix app may sign anything) is ErrInvalid.
+func (p PhoenixTokens) VerifyUser(token string) (string, time.Time, error) {
+	data, signedAt, err := p.Signer.VerifySigned(token)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	id, err := phxtoken.UserID(data)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	if err == nil {
+		err = proto.ValidUserID(id)
 	}
-	return id, nil
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return id, signedAt, nil
 }
 
 // Options configure a Service.
@@ -65,6 +71,12 @@ type Options struct {
 	Conn *nats.Conn
 	// Tokens signs and verifies; required.
 	Tokens Tokens
+	// Bans, when set, are checked at every verification, and the service
+	// answers proto.SubjectAuthBan and proto.SubjectAuthUnban. The
+	// binaries always set it.
+	Bans *Bans
+	// StoreTimeout bounds each read and write of Bans; default 2s.
+	StoreTimeout time.Duration
 	// QueueGroup defaults to proto.QueueAuth.
 	QueueGroup string
 	// Logger defaults to slog.Default().
@@ -91,12 +103,20 @@ func Start(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = 2 * time.Second
+	}
 	s := &Service{opts: opts}
-	var err error
-	s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, map[string]nats.MsgHandler{
+	handlers := map[string]nats.MsgHandler{
 		proto.SubjectAuthVerify: s.handleVerify,
 		proto.SubjectAuthSign:   s.handleSign,
-	}, opts.Wrap)
+	}
+	if opts.Bans != nil {
+		handlers[proto.SubjectAuthBan] = s.handleBan
+		handlers[proto.SubjectAuthUnban] = s.handleBan
+	}
+	var err error
+	s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, handlers, opts.Wrap)
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
@@ -112,7 +132,7 @@ func (s *Service) handleVerify(m *nats.Msg) {
 	var rep proto.VerifyReply
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		rep.Error = proto.TokenInvalid
-	} else if user, err := s.opts.Tokens.VerifyUser(req.Token); err != nil {
+	} else if user, signedAt, err := s.opts.Tokens.VerifyUser(req.Token); err != nil {
 		switch {
 		case errors.Is(err, ErrExpired):
 			rep.Error = proto.TokenExpired
@@ -121,9 +141,73 @@ func (s *Service) handleVerify(m *nats.Msg) {
 		default:
 			rep.Error = proto.TokenInvalid
 		}
+	} else if err := s.checkBan(user, signedAt); err != nil {
+		rep.Error = proto.TokenRevoked
+		if !errors.Is(err, ErrRevoked) {
+			// Fail closed: a ban that cannot be read may be in force.
+			s.opts.Logger.Error("ban lookup failed; token refused", "user", user, "err", err)
+			rep.Error = proto.TokenUnavailable
+		}
 	} else {
 		rep.UserID = user
 	}
+	s.respond(m, rep)
+}
+
+func (s *Service) checkBan(user string, signedAt time.Time) error {
+	if s.opts.Bans == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	return s.opts.Bans.Check(ctx, user, signedAt)
+}
+
+// handleBan stores a ban or an unban, and on a ban closes the user's
+// sockets on every gateway (proto.DisconnectSubject): when phoenix.js
+// reconnects, its token is refused.
+func (s *Service) handleBan(m *nats.Msg) {
+	var req proto.BanRequest
+	var rep proto.BanReply
+	err := json.Unmarshal(m.Data, &req)
+	if err == nil {
+		err = proto.ValidUserID(req.UserID)
+	}
+	if err == nil && req.Seconds < 0 {
+		err = errors.New("auth: negative ban duration")
+	}
+	if err != nil {
+		rep.Error = "bad ban request: " + err.Error()
+		s.respond(m, rep)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	var rec banRecord
+	ban := m.Subject == proto.SubjectAuthBan
+	if ban {
+		rec, err = s.opts.Bans.Ban(ctx, req.UserID, time.Duration(req.Seconds)*time.Second)
+	} else {
+		rec, err = s.opts.Bans.Unban(ctx, req.UserID)
+	}
+	if err == nil && ban {
+		// The ban is stored first, so no socket this closes can come back.
+		var subject string
+		if subject, err = proto.DisconnectSubject(req.UserID); err == nil {
+			err = s.opts.Conn.Publish(subject, nil)
+		}
+	}
+	if err != nil {
+		s.opts.Logger.Error("ban failed", "op", m.Subject, "user", req.UserID, "err", err)
+		rep.Error = err.Error()
+		s.respond(m, rep)
+		return
+	}
+	rep.Forever = rec.Forever
+	if !rec.Forever {
+		rep.NotBefore = time.UnixMilli(rec.NotBefore).UTC().Format(time.RFC3339Nano)
+	}
+	s.opts.Logger.Info("ban", "op", m.Subject, "user", req.UserID, "forever", rec.Forever, "not_before", rep.NotBefore)
 	s.respond(m, rep)
 }
 

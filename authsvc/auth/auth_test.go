@@ -88,7 +88,7 @@ func TestVerifyIntegerUserID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if user, err := tok.VerifyUser(signed); err != nil || user != "42" {
+	if user, _, err := tok.VerifyUser(signed); err != nil || user != "42" {
 		t.Fatalf("VerifyUser = %q, %v", user, err)
 	}
 }

@@ -80,6 +80,16 @@ type Options struct {
 	// commonly verify socket tokens with 1209600 (two weeks). Negative
 	// means every token is expired, as in Plug.
 	VerifyMaxAge time.Duration
+	// MaxAgeCap, when positive, is the oldest a token may be whatever max
+	// age it carries (:infinity included) or VerifyMaxAge says: the max
+	// age that verification applies is the smaller of the two. Lowering it
+	// shortens the life of tokens already issued.
+	MaxAgeCap time.Duration
+	// ClockSkew is how far in the future a token's signing time may be
+	// and still be accepted: the clocks of the machines that sign (a
+	// Phoenix app, other authsvc instances) are a little apart. Zero
+	// means none, as in plug_crypto.
+	ClockSkew time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -90,6 +100,8 @@ type Signer struct {
 	keys         [][]byte // derived once: PBKDF2 is deliberately slow
 	maxAge       time.Duration
 	verifyMaxAge time.Duration
+	maxAgeCap    time.Duration
+	clockSkew    time.Duration
 	now          func() time.Time
 }
 
@@ -98,12 +110,14 @@ func New(opts Options) (*Signer, error) {
 	if len(opts.SecretKeyBases) == 0 {
 		return nil, errors.New("phxtoken: no secret key base")
 	}
-	if opts.MaxAge < 0 {
-		return nil, errors.New("phxtoken: negative MaxAge")
+	if opts.MaxAge < 0 || opts.MaxAgeCap < 0 || opts.ClockSkew < 0 {
+		return nil, errors.New("phxtoken: negative MaxAge, MaxAgeCap or ClockSkew")
 	}
 	s := &Signer{
 		maxAge:       opts.MaxAge,
 		verifyMaxAge: opts.VerifyMaxAge,
+		maxAgeCap:    opts.MaxAgeCap,
+		clockSkew:    opts.ClockSkew,
 		now:          opts.Now,
 	}
 	if s.maxAge == 0 {
@@ -168,6 +182,13 @@ func (s *Signer) Verify(token string) (any, error) {
 	return s.VerifyAt(token, s.now(), s.verifyMaxAge)
 }
 
+// VerifySigned is Verify that also returns when the token was signed, for
+// checks of the caller's own (a revocation's not-before time).
+func (s *Signer) VerifySigned(token string) (any, time.Time, error) {
+	data, signedMs, err := s.verify(token, s.now(), s.verifyMaxAge)
+	return data, time.UnixMilli(signedMs), err
+}
+
 // VerifyAt checks token as if the clock read now, with Plug.Crypto's
 // rules: maxAge zero uses the max age embedded in the token, Infinity never
 // expires, a negative maxAge always expires; a token signed after now is
@@ -181,33 +202,45 @@ func (s *Signer) Verify(token string) (any, error) {
 // is ErrMissing since Go has no nil string (Plug says invalid for "",
 // missing for nil).
 //
+// Options.MaxAgeCap then caps the max age, and Options.ClockSkew moves
+// "after now" that far into the future; both are zero in plug_crypto.
+//
 // The data is returned as decoded by etf.Decode.
 func (s *Signer) VerifyAt(token string, now time.Time, maxAge time.Duration) (any, error) {
+	data, _, err := s.verify(token, now, maxAge)
+	return data, err
+}
+
+func (s *Signer) verify(token string, now time.Time, maxAge time.Duration) (any, int64, error) {
 	if token == "" {
-		return nil, ErrMissing
+		return nil, 0, ErrMissing
 	}
 	payload, ok := s.open(token)
 	if !ok {
-		return nil, ErrInvalid
+		return nil, 0, ErrInvalid
 	}
 	term, err := etf.Decode(payload)
 	if err != nil {
-		return nil, ErrInvalid
+		return nil, 0, ErrInvalid
 	}
 	data, signed, embedded, ok := unpack(term)
 	if !ok {
-		return nil, ErrInvalid
+		return nil, 0, ErrInvalid
 	}
 	limit := durationLimit(maxAge)
 	if maxAge == 0 {
 		if limit, ok = embeddedLimit(embedded); !ok {
-			return nil, ErrInvalid
+			return nil, 0, ErrInvalid
 		}
 	}
-	if err := checkAge(signed, limit, now.UnixMilli()); err != nil {
-		return nil, err
+	if s.maxAgeCap > 0 {
+		limit = limit.capped(durationLimit(s.maxAgeCap))
 	}
-	return data, nil
+	signedMs, err := checkAge(signed, limit, now.UnixMilli(), s.clockSkew.Milliseconds())
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, signedMs, nil
 }
 
 // open checks the token's format and signature against every key and
@@ -274,6 +307,17 @@ type ageLimit struct {
 	ms       *big.Int // trunc(max_age * 1000)
 }
 
+// capped is the stricter of l and c (a positive, finite limit).
+func (l ageLimit) capped(c ageLimit) ageLimit {
+	switch {
+	case !l.infinite && !l.positive:
+		return l // always expired already
+	case l.infinite || l.ms.Cmp(c.ms) > 0:
+		return c
+	}
+	return l
+}
+
 func durationLimit(d time.Duration) ageLimit {
 	return ageLimit{
 		infinite: d == Infinity,
@@ -301,34 +345,50 @@ func embeddedLimit(v any) (ageLimit, bool) {
 	return ageLimit{}, false
 }
 
-// checkAge applies Plug.Crypto's validate_age/2, in its order.
-func checkAge(signed any, limit ageLimit, nowMs int64) error {
-	if limit.infinite {
-		return nil
-	}
-	if !limit.positive {
-		return ErrExpired
-	}
+// checkAge applies Plug.Crypto's validate_age/2, in its order, with a
+// signing time up to skewMs in the future still valid. It returns the
+// signing time in Unix milliseconds (clamped to the int64 range: only a
+// token with an infinite max age can carry a time beyond it).
+func checkAge(signed any, limit ageLimit, nowMs, skewMs int64) (int64, error) {
 	var signedMs *big.Int
 	switch x := signed.(type) {
 	case int64:
 		signedMs = big.NewInt(x)
 	case *big.Int:
 		signedMs = x
-	default:
+	}
+	if limit.infinite {
+		return clampMs(signedMs), nil
+	}
+	if !limit.positive {
+		return 0, ErrExpired
+	}
+	if signedMs == nil {
 		// Every non-number sorts after numbers in Erlang, so Plug's
 		// "signed > now" makes it invalid. Float timestamps, which
 		// nothing produces, are rejected too.
-		return ErrInvalid
+		return 0, ErrInvalid
 	}
 	now := big.NewInt(nowMs)
-	if signedMs.Cmp(now) > 0 {
-		return ErrInvalid
+	if signedMs.Cmp(new(big.Int).Add(now, big.NewInt(skewMs))) > 0 {
+		return 0, ErrInvalid
 	}
 	if new(big.Int).Add(signedMs, limit.ms).Cmp(now) < 0 {
-		return ErrExpired
+		return 0, ErrExpired
 	}
-	return nil
+	return clampMs(signedMs), nil
+}
+
+func clampMs(ms *big.Int) int64 {
+	switch {
+	case ms == nil:
+		return math.MinInt64 // no time: before any not-before time
+	case ms.IsInt64():
+		return ms.Int64()
+	case ms.Sign() < 0:
+		return math.MinInt64
+	}
+	return math.MaxInt64
 }
 
 // UserID turns verified token data into a user id: integers (which

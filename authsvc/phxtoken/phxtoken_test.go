@@ -441,3 +441,51 @@ func TestUserID(t *testing.T) {
 		}
 	}
 }
+
+// MaxAgeCap bounds every token's life, whatever max age it carries or the
+// verifier asks for; ClockSkew admits tokens signed a little in the future.
+func TestMaxAgeCapAndClockSkew(t *testing.T) {
+	now := time.UnixMilli(1700000000123)
+	s := mustNew(t, Options{
+		SecretKeyBases: []string{"k"},
+		Salt:           "s",
+		MaxAgeCap:      time.Hour,
+		ClockSkew:      5 * time.Second,
+		Now:            func() time.Time { return now },
+	})
+	tests := []struct {
+		name     string
+		signedAt time.Time
+		maxAge   time.Duration
+		want     error
+	}{
+		{"infinity, fresh", now.Add(-time.Minute), Infinity, nil},
+		{"infinity, older than the cap", now.Add(-time.Hour - time.Millisecond), Infinity, ErrExpired},
+		{"long max age, at the cap", now.Add(-time.Hour), 1000 * time.Hour, nil},
+		{"long max age, older than the cap", now.Add(-2 * time.Hour), 1000 * time.Hour, ErrExpired},
+		{"shorter max age still applies", now.Add(-10 * time.Minute), 5 * time.Minute, ErrExpired},
+		{"signed within the skew ahead", now.Add(5 * time.Second), time.Hour, nil},
+		{"signed past the skew ahead", now.Add(5*time.Second + time.Millisecond), time.Hour, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			token, err := s.SignAt("u1", tt.signedAt, tt.maxAge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, signed, err := s.VerifySigned(token)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("VerifySigned error = %v, want %v", err, tt.want)
+			}
+			if err == nil && !signed.Equal(tt.signedAt.Truncate(time.Millisecond)) {
+				t.Fatalf("signed at %v, want %v", signed, tt.signedAt)
+			}
+		})
+	}
+	// A verifier's own max age cannot lift the cap either.
+	lax := mustNew(t, Options{SecretKeyBases: []string{"k"}, Salt: "s", VerifyMaxAge: 1000 * time.Hour, MaxAgeCap: time.Hour, Now: func() time.Time { return now }})
+	token, _ := lax.SignAt("u1", now.Add(-2*time.Hour), 0)
+	if _, err := lax.Verify(token); !errors.Is(err, ErrExpired) {
+		t.Fatalf("VerifyMaxAge past the cap: %v, want expired", err)
+	}
+}

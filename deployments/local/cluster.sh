@@ -161,8 +161,11 @@ done
 for i in 0 1 2; do wait_http "nats-$((i + 1))" "http://$HOST:${MONITOR_PORTS[i]}/healthz"; done
 
 export CHAT_NATS_URL=$SEEDS CHAT_LOG_FORMAT=${CHAT_LOG_FORMAT:-json}
-start authsvc-1 "$BIN/authsvc" serve --http-addr "${AUTHSVC_ADDRS[0]}"
-start authsvc-2 "$BIN/authsvc" serve --http-addr "${AUTHSVC_ADDRS[1]}"
+# authsvc-2 starts once authsvc-1 is ready, for the same reason as roomsvc
+# below: authsvc creates the ban bucket phx_user_bans.
+start authsvc-1 "$BIN/authsvc" serve --http-addr "${AUTHSVC_ADDRS[0]}" --auth-kv-replicas 3
+wait_http authsvc-1 "http://${AUTHSVC_ADDRS[0]}/readyz"
+start authsvc-2 "$BIN/authsvc" serve --http-addr "${AUTHSVC_ADDRS[1]}" --auth-kv-replicas 3
 # roomsvc-2 starts once roomsvc-1 is ready: two roomsvc creating the same
 # new KV bucket at once on a fresh cluster both get no answer and retry
 # after 10s, per bucket (see README.md here).

@@ -136,6 +136,10 @@ func (c *Checker) authenticate(token string, present bool) (string, int) {
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
 		return "", http.StatusServiceUnavailable
 	}
+	if rep.Error == proto.TokenUnavailable {
+		// authsvc could not tell (its ban bucket did not answer): retry.
+		return "", http.StatusServiceUnavailable
+	}
 	if rep.Error != "" || rep.UserID == "" {
 		return "", http.StatusForbidden
 	}

@@ -207,7 +207,7 @@ func (r *Registry) handleIgnores(m *nats.Msg) {
 		return
 	}
 	for _, s := range r.User(user) {
-		s.SetIgnored(u.Ignored)
+		s.UpdateIgnored(&u)
 	}
 }
 

@@ -11,7 +11,6 @@ package session
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -87,7 +86,11 @@ type Session struct {
 
 	mu       sync.Mutex
 	channels map[string]string // topic -> join_ref
-	closed   bool
+	// joining holds the topics whose join is between the room join and
+	// its reply, with the reason to refuse it instead ("" while none): a
+	// kick or a lost room in that window ends the join, not a channel.
+	joining map[string]string
+	closed  bool
 }
 
 // New creates the session of a socket authenticated as userID ("" for
@@ -142,6 +145,9 @@ const (
 	ReasonTimeout        = "service timeout"
 	ReasonBadReply       = "bad service reply"
 	ReasonRateLimited    = "rate limit exceeded"
+	// ReasonUnauthorized refuses a join that a revoked membership
+	// (a kick) ended on its way, as the room's service would now.
+	ReasonUnauthorized = "unauthorized"
 )
 
 // HandleMessage acts on one decoded client frame.
@@ -191,7 +197,9 @@ func (s *Session) End() {
 // channel: it leaves the room and sends phx_close with the channel's
 // join_ref, after which phoenix.js drops the channel without rejoining. It
 // reports whether the socket was joined. Safe to call from any goroutine.
-func (s *Session) Kick(topic string) bool { return s.end(topic, s.ser.AppendClose) }
+func (s *Session) Kick(topic string) bool {
+	return s.end(topic, s.ser.AppendClose, ReasonUnauthorized)
+}
 
 // ChannelError ends the socket's channel on topic as a crashed Phoenix
 // channel ends: it leaves the room and sends phx_error with the channel's
@@ -199,51 +207,32 @@ func (s *Session) Kick(topic string) bool { return s.end(topic, s.ser.AppendClos
 // can fetch what it missed). It reports whether the socket was joined. Safe
 // to call from any goroutine. The fan-out calls it for a room whose
 // broadcasts may have been lost, without its locks held.
-func (s *Session) ChannelError(topic string) bool { return s.end(topic, s.ser.AppendError) }
+func (s *Session) ChannelError(topic string) bool {
+	return s.end(topic, s.ser.AppendError, ReasonUnavailable)
+}
 
-func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bool, error)) bool {
+// end ends the channel on topic with the control frame enc makes; a join
+// on its way is refused with reason instead.
+func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bool, error), reason string) bool {
 	s.mu.Lock()
 	joinRef, ok := s.channels[topic]
 	if ok {
 		delete(s.channels, topic)
 	}
+	_, joining := s.joining[topic]
+	if joining { // a duplicate join on its way is refused too
+		s.joining[topic] = reason
+	}
 	s.mu.Unlock()
 	if !ok {
-		return false
+		if joining {
+			s.cfg.Rooms.Leave(topic, s) // it may be in the room already
+		}
+		return joining
 	}
 	s.cfg.Rooms.Leave(topic, s)
 	s.control(joinRef, topic, enc)
 	return true
-}
-
-// SetIgnored replaces the users whose broadcasts the socket skips.
-func (s *Session) SetIgnored(users []string) {
-	set := make(map[string]struct{}, len(users))
-	for _, u := range users {
-		set[u] = struct{}{}
-	}
-	s.ignored.Store(&set)
-}
-
-// Skips reports whether a broadcast from user must not reach this socket:
-// with excludeFrom, a broadcast not meant for the user's own sockets; with
-// ignore (the channel joined with proto.JoinIgnore), one from a user this
-// socket's user ignores.
-func (s *Session) Skips(from string, excludeFrom, ignore bool) bool {
-	if from == "" {
-		return false
-	}
-	if excludeFrom && from == s.userID {
-		return true
-	}
-	if !ignore {
-		return false
-	}
-	if set := s.ignored.Load(); set != nil {
-		_, ok := (*set)[from]
-		return ok
-	}
-	return false
 }
 
 func (s *Session) route(topic string) (string, bool) {
@@ -293,20 +282,16 @@ func (s *Session) join(m wire.Message) {
 	}
 	if rep.Status == proto.StatusOK && rep.Ignore != nil {
 		// Before the room join, so no ignored user's message slips through.
-		s.SetIgnored(rep.Ignore.Ignored)
+		s.UpdateIgnored(rep.Ignore)
 	}
 	if rep.Status == proto.StatusOK {
-		// On a duplicate join the socket stays in the room (Join is
-		// idempotent), so no broadcast is lost between the two channels.
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		err := s.cfg.Rooms.Join(ctx, m.Topic, s, WantOf(proto.JoinFlags(m.Payload)))
-		cancel()
-		if err != nil {
-			s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
-			rep = proto.Error(ReasonUnavailable)
-		}
+		rep = s.enter(m, service, rep)
 	}
 	s.mu.Lock()
+	if reason := s.joining[m.Topic]; reason != "" && rep.Status == proto.StatusOK {
+		rep = proto.Error(reason) // kicked or lost while joining
+	}
+	delete(s.joining, m.Topic)
 	switch {
 	case s.closed:
 		s.mu.Unlock()
@@ -319,9 +304,7 @@ func (s *Session) join(m wire.Message) {
 		// A refused duplicate join still ends the old channel, as in Phoenix.
 		delete(s.channels, m.Topic)
 		s.mu.Unlock()
-		if rejoin {
-			s.cfg.Rooms.Leave(m.Topic, s)
-		}
+		s.cfg.Rooms.Leave(m.Topic, s)
 	}
 	s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
 	s.reply(m.JoinRef, m.Ref, m.Topic, rep)
@@ -329,6 +312,50 @@ func (s *Session) join(m wire.Message) {
 		// Phoenix sends the old channel's phx_close after the new join's reply.
 		s.control(oldRef, m.Topic, s.ser.AppendClose)
 	}
+}
+
+// enter puts the socket in topic's room once its service said yes (rep),
+// and returns the reply the client gets. On a duplicate join the socket
+// stays in the room (Join is idempotent), so no broadcast is lost between
+// the two channels. When the service asked for a confirmation
+// (rep.Confirm, a private room), it is asked again once the socket is in
+// the room: a permission revoked meanwhile is seen then, and one revoked
+// later finds the socket joined (or joining), where its kick ends it.
+func (s *Session) enter(m wire.Message, service string, rep proto.Reply) proto.Reply {
+	s.mu.Lock()
+	if s.joining == nil {
+		s.joining = make(map[string]string)
+	}
+	s.joining[m.Topic] = ""
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	err := s.cfg.Rooms.Join(ctx, m.Topic, s, WantOf(proto.JoinFlags(m.Payload)))
+	cancel()
+	if err != nil {
+		s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
+		return proto.Error(ReasonUnavailable)
+	}
+	s.mu.Lock()
+	reason := s.joining[m.Topic]
+	s.mu.Unlock()
+	if reason != "" {
+		// Kicked before the room join: take it out again at once.
+		s.cfg.Rooms.Leave(m.Topic, s)
+		return proto.Error(reason)
+	}
+	if !rep.Confirm {
+		return rep
+	}
+	confirmed := s.request("joined", proto.JoinedSubject(service), proto.JoinRequest{
+		Topic: m.Topic, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
+	})
+	if confirmed.Status == proto.StatusNoReply {
+		confirmed = proto.Error(ReasonBadReply)
+	}
+	if confirmed.Status != proto.StatusOK {
+		return confirmed
+	}
+	return rep
 }
 
 func (s *Session) joined() int {
@@ -370,7 +397,7 @@ func (s *Session) push(m wire.Message) {
 	}
 	rep := s.request("push", proto.PushSubject(service), req)
 	if rep.Ignore != nil {
-		s.SetIgnored(rep.Ignore.Ignored)
+		s.UpdateIgnored(rep.Ignore)
 	}
 	if rep.Status == proto.StatusNoReply {
 		return
@@ -379,69 +406,3 @@ func (s *Session) push(m wire.Message) {
 	// push carried a stale one.
 	s.reply(joinRef, m.Ref, m.Topic, rep)
 }
-
-// request asks a service and always returns a Reply: failures of NATS or of
-// the service become error replies, so the client never waits forever.
-func (s *Session) request(kind, subject string, req any) proto.Reply {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return proto.Error("bad request")
-	}
-	start := time.Now()
-	msg, err := s.cfg.Conn.Request(subject, data, s.cfg.RequestTimeout)
-	outcome := "ok"
-	var rep proto.Reply
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		outcome, rep = "no_responders", proto.Error(ReasonUnavailable)
-	case errors.Is(err, nats.ErrTimeout):
-		outcome, rep = "timeout", proto.Error(ReasonTimeout)
-	case err != nil:
-		outcome, rep = "error", proto.Error(ReasonUnavailable)
-	default:
-		if err := json.Unmarshal(msg.Data, &rep); err != nil || rep.Validate() != nil {
-			outcome, rep = "bad_reply", proto.Error(ReasonBadReply)
-		}
-	}
-	s.cfg.Metrics.RequestSeconds.WithLabelValues(kind, outcome).Observe(time.Since(start).Seconds())
-	if outcome != "ok" {
-		s.cfg.Logger.Warn("service request failed", "subject", subject, "outcome", outcome, "err", err)
-	}
-	return rep
-}
-
-func (s *Session) reply(joinRef, ref, topic string, rep proto.Reply) {
-	resp, binary := []byte(rep.Response), false
-	switch {
-	case rep.Binary != nil:
-		resp, binary = rep.Binary, true
-	case len(resp) == 0:
-		resp = emptyObject
-	}
-	data, bin, err := s.ser.AppendReply(nil, joinRef, ref, topic, rep.Status, resp, binary)
-	if r := refused(err); binary && r != nil {
-		// The client cannot carry bytes (binary.go).
-		data, bin, err = s.ser.AppendReply(nil, joinRef, ref, topic, proto.StatusError, proto.Reason(r.reason), false)
-	}
-	if err != nil {
-		s.cfg.Logger.Error("encode reply", "topic", topic, "err", err)
-		return
-	}
-	s.send(data, bin)
-}
-
-func (s *Session) control(joinRef, topic string, enc func([]byte, string, string) ([]byte, bool, error)) {
-	data, bin, err := enc(nil, joinRef, topic)
-	if err != nil {
-		s.cfg.Logger.Error("encode control frame", "topic", topic, "err", err)
-		return
-	}
-	s.send(data, bin)
-}
-
-func (s *Session) send(data []byte, bin bool) {
-	s.cfg.Metrics.FramesOut.Inc()
-	s.tr.Deliver(Frame{Data: data, Binary: bin})
-}
-
-var emptyObject = []byte("{}")

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"encoding/json"
 	"slices"
 	"sync"
 	"testing"
@@ -206,5 +207,82 @@ func TestBinaryRefused(t *testing.T) {
 				t.Fatalf("broadcast %q binary %v err %v\nwant %q", data, bin, err, tc.bcast)
 			}
 		})
+	}
+}
+
+// A private room's service asks for a confirmation (proto.Reply.Confirm):
+// the session asks again once the socket is in the room, and a refusal
+// then takes it out and is what the client gets.
+func TestConfirmedJoin(t *testing.T) {
+	var kick func(topic string)
+	s, tr, e := newSession(t, wire.V2, func(cfg *session.Config) {
+		cfg.Routes = append(cfg.Routes, session.Route{Pattern: "private:*", Service: "priv"})
+	})
+	gwtest.Respond(t, e.Services, proto.JoinSubject("priv"), func([]byte) any {
+		return proto.Reply{Status: proto.StatusOK, Confirm: true}
+	})
+	gwtest.Respond(t, e.Services, proto.JoinedSubject("priv"), func(b []byte) any {
+		var req proto.JoinRequest
+		_ = json.Unmarshal(b, &req)
+		switch req.Topic {
+		case "private:revoked":
+			return proto.Error("unauthorized")
+		case "private:kicked":
+			kick(req.Topic) // the revoke's kick arrives while the join is on its way
+		}
+		return proto.OK(nil)
+	})
+	kick = func(topic string) {
+		if !s.Kick(topic) {
+			t.Errorf("Kick(%s) during its join reported no channel", topic)
+		}
+	}
+	const unauthorized = `{"response":{"reason":"unauthorized"},"status":"error"}]`
+	for _, tc := range []struct {
+		topic, want string
+		rooms       int
+	}{
+		{"private:ok", `["1","1","private:ok","phx_reply",` + okReply, 1},
+		{"private:revoked", `["2","2","private:revoked","phx_reply",` + unauthorized, 1},
+		{"private:kicked", `["3","3","private:kicked","phx_reply",` + unauthorized, 1},
+	} {
+		ref := tc.want[2:3]
+		s.HandleMessage(msg(ref, ref, tc.topic, "phx_join", `{}`))
+		expect(t, tr, tc.want)
+		if e.Hub.Rooms() != tc.rooms {
+			t.Fatalf("%s: %d rooms, want %d (the refused join must leave its room)", tc.topic, e.Hub.Rooms(), tc.rooms)
+		}
+	}
+	// The refused channels are not joined: a push is unmatched, a kick finds nothing.
+	s.HandleMessage(msg("3", "4", "private:kicked", "new_msg", `{}`))
+	expect(t, tr, `[null,"4","private:kicked","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
+	if s.Kick("private:kicked") {
+		t.Fatal("a kick found the refused channel")
+	}
+}
+
+func TestIgnoreUpdates(t *testing.T) {
+	s, _, _ := newSession(t, wire.V2, nil)
+	check := func(step string, ignored ...string) {
+		t.Helper()
+		for _, u := range []string{"bob", "carol", "dave"} {
+			if got, want := s.Skips(u, false, true), slices.Contains(ignored, u); got != want {
+				t.Errorf("%s: Skips(%s) = %v, want %v", step, u, got, want)
+			}
+			if s.Skips(u, false, false) {
+				t.Errorf("%s: Skips(%s) without the channel's ignore = true", step, u)
+			}
+		}
+	}
+	s.SetIgnored([]string{"bob", "carol"})
+	check("whole list", "bob", "carol")
+	s.UpdateIgnored(&proto.IgnoreUpdate{Add: []string{"dave"}, Remove: []string{"bob"}})
+	check("diff", "carol", "dave")
+	s.UpdateIgnored(&proto.IgnoreUpdate{Ignored: []string{"bob"}})
+	check("replaced", "bob")
+	s.SetIgnored(nil)
+	check("cleared")
+	if !s.Skips("alice", true, false) {
+		t.Error("a broadcast excluding its sender reached the sender's socket")
 	}
 }

@@ -14,7 +14,30 @@ import (
 )
 
 // Settings are the rooms.* keys of the roomsvc binary.
-func Settings() []svckit.Setting { return append(RulesSettings(), StoreSettings()...) }
+func Settings() []svckit.Setting {
+	return append(append(RulesSettings(), LimitSettings()...), StoreSettings()...)
+}
+
+// LimitSettings bound what roomsvc keeps in JetStream KV; the one-process
+// default has them too.
+func LimitSettings() []svckit.Setting {
+	return []svckit.Setting{
+		{Key: "rooms.ignore_max", Default: rooms.DefaultIgnoreMax, Help: "users one user may ignore; sizes the ignore bucket's largest value (513 bytes per entry)"},
+		{Key: "rooms.members_max_bytes", Default: rooms.DefaultMembersMaxBytes, Help: "size bound of the KV bucket phx_room_members in bytes (grants fail when full)"},
+		{Key: "rooms.ignores_max_bytes", Default: rooms.DefaultIgnoresMaxBytes, Help: "size bound of the KV bucket phx_user_ignores in bytes (ignores fail when full)"},
+	}
+}
+
+// Limits reads the LimitSettings into opts.
+func Limits(v *viper.Viper, opts *rooms.StoreOptions) error {
+	if err := svckit.Positive(v, "rooms.ignore_max", "rooms.members_max_bytes", "rooms.ignores_max_bytes"); err != nil {
+		return err
+	}
+	opts.IgnoreMax = v.GetInt("rooms.ignore_max")
+	opts.MembersMaxBytes = v.GetInt64("rooms.members_max_bytes")
+	opts.IgnoresMaxBytes = v.GetInt64("rooms.ignores_max_bytes")
+	return nil
+}
 
 // RulesSettings are the keys of the chat rules.
 func RulesSettings() []svckit.Setting {
@@ -55,11 +78,12 @@ func StoreOptions(v *viper.Viper) (rooms.StoreOptions, error) {
 	if v.GetDuration("rooms.stream_max_age") <= 0 {
 		return rooms.StoreOptions{}, fmt.Errorf("rooms.stream_max_age must be positive, got %s", v.GetString("rooms.stream_max_age"))
 	}
-	return rooms.StoreOptions{
+	opts := rooms.StoreOptions{
 		Replicas: v.GetInt("rooms.kv_replicas"),
 		Stream: proto.RoomStreamOptions{
 			MaxAge:   v.GetDuration("rooms.stream_max_age"),
 			MaxBytes: v.GetInt64("rooms.stream_max_bytes"),
 		},
-	}, nil
+	}
+	return opts, Limits(v, &opts)
 }

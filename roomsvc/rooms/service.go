@@ -68,13 +68,19 @@ func Start(opts Options) (*Service, error) {
 	if err := opts.Rules.CheckFits(min(opts.Conn.MaxPayload(), proto.RoomStreamMaxMsgSize)); err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
 	}
+	// So must the longest ignore list in its KV value.
+	if need := int64(IgnoreMaxValueSize(opts.Store.ignoreMax)); need > opts.Conn.MaxPayload() {
+		return nil, fmt.Errorf("rooms: rooms.ignore_max %d: a full list may take %d bytes, more than the %d bytes a NATS message may carry here",
+			opts.Store.ignoreMax, need, opts.Conn.MaxPayload())
+	}
 	s := &Service{opts: opts}
 	handlers := map[string]nats.MsgHandler{
-		proto.JoinSubject(opts.Service): s.handleJoin,
-		proto.PushSubject(opts.Service): s.handlePush,
-		proto.SubjectMembersGrant:       s.handleMembership,
-		proto.SubjectMembersRevoke:      s.handleMembership,
-		proto.SubjectMembersList:        s.handleMembership,
+		proto.JoinSubject(opts.Service):   s.handleJoin,
+		proto.JoinedSubject(opts.Service): s.handleJoined,
+		proto.PushSubject(opts.Service):   s.handlePush,
+		proto.SubjectMembersGrant:         s.handleMembership,
+		proto.SubjectMembersRevoke:        s.handleMembership,
+		proto.SubjectMembersList:          s.handleMembership,
 	}
 	var err error
 	if s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, handlers, opts.Wrap); err != nil {
@@ -97,22 +103,21 @@ func (s *Service) handleJoin(m *nats.Msg) {
 }
 
 func (s *Service) join(req proto.JoinRequest) proto.Reply {
-	if !IsRoom(req.Topic) {
+	if !IsRoom(req.Topic) || (req.UserID != "" && proto.ValidUserID(req.UserID) != nil) {
 		return proto.Error("unauthorized")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
 	defer cancel()
-	if !s.opts.Rules.IsPublic(req.Topic) {
-		ok, err := s.opts.Store.IsMember(ctx, req.Topic, req.UserID)
-		if err != nil {
-			s.opts.Logger.Error("membership lookup failed", "topic", req.Topic, "user", req.UserID, "err", err)
-			return proto.Error("membership store unavailable")
-		}
-		if !ok {
-			return proto.Error("unauthorized")
-		}
-	}
 	rep := proto.OK(nil)
+	if !s.opts.Rules.IsPublic(req.Topic) {
+		if refused := s.allowed(ctx, req.Topic, req.UserID, s.opts.Store.IsMember); refused != nil {
+			return *refused
+		}
+		// A revoke may land between this check and the socket's arrival
+		// in the room, where its kick would find nobody: the gateway asks
+		// again once the socket is in (handleJoined).
+		rep.Confirm = true
+	}
 	if req.UserID == "" {
 		return rep
 	}
@@ -134,6 +139,47 @@ func (s *Service) join(req proto.JoinRequest) proto.Reply {
 	return rep
 }
 
+// allowed returns nil when user may use the private room topic according
+// to isMember, else the reply that refuses.
+func (s *Service) allowed(ctx context.Context, topic, user string, isMember func(context.Context, string, string) (bool, error)) *proto.Reply {
+	ok, err := isMember(ctx, topic, user)
+	if err != nil {
+		s.opts.Logger.Error("membership lookup failed", "topic", topic, "user", user, "err", err)
+		rep := proto.Error("membership store unavailable")
+		return &rep
+	}
+	if !ok {
+		rep := proto.Error("unauthorized")
+		return &rep
+	}
+	return nil
+}
+
+// handleJoined confirms a join that asked for it (proto.Reply.Confirm),
+// once the socket is in the room: from the bucket, not the cache, so that
+// a revoke done anywhere before this moment refuses it, and any revoke
+// after it finds the socket in the room.
+func (s *Service) handleJoined(m *nats.Msg) {
+	var req proto.JoinRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		s.respond(m, proto.Error("bad join request"))
+		return
+	}
+	if !IsRoom(req.Topic) {
+		s.respond(m, proto.Error("unauthorized"))
+		return
+	}
+	rep := proto.OK(nil)
+	if !s.opts.Rules.IsPublic(req.Topic) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+		defer cancel()
+		if refused := s.allowed(ctx, req.Topic, req.UserID, s.opts.Store.IsMemberNow); refused != nil {
+			rep = *refused
+		}
+	}
+	s.respond(m, rep)
+}
+
 func (s *Service) handlePush(m *nats.Msg) {
 	var req proto.PushRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -144,6 +190,20 @@ func (s *Service) handlePush(m *nats.Msg) {
 }
 
 func (s *Service) push(req proto.PushRequest) proto.Reply {
+	if !IsRoom(req.Topic) {
+		return proto.Error("unauthorized")
+	}
+	if !s.opts.Rules.IsPublic(req.Topic) {
+		// Every push to a private room is checked, so a member revoked
+		// while joined (a kick lost, a join that raced the revoke) can
+		// say nothing more. The cache makes this free for members.
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+		refused := s.allowed(ctx, req.Topic, req.UserID, s.opts.Store.IsMember)
+		cancel()
+		if refused != nil {
+			return *refused
+		}
+	}
 	switch req.Event {
 	case "ignore", "unignore":
 		return s.ignore(req)
@@ -219,7 +279,9 @@ func (s *Service) broadcast(topic string, b proto.Broadcast) error {
 
 // ignore handles the guide's ignore/unignore pushes: {"user_id": other}.
 // The list lives in JetStream KV; every gateway with a socket of the user
-// learns the new list over proto.IgnoresSubject and filters from then on.
+// learns the change (a diff, not the list) over proto.IgnoresSubject and
+// filters from then on. The client's reply holds the whole list, as the
+// chat page shows it; it is at most rooms.ignore_max ids.
 func (s *Service) ignore(req proto.PushRequest) proto.Reply {
 	if req.UserID == "" {
 		return proto.Error("log in to ignore users")
@@ -230,25 +292,35 @@ func (s *Service) ignore(req proto.PushRequest) proto.Reply {
 	if err := json.Unmarshal(req.Payload, &p); err != nil || p.UserID == "" {
 		return proto.Error(req.Event + ` needs a payload {"user_id": string}`)
 	}
+	if err := proto.ValidUserID(p.UserID); err != nil {
+		return proto.Error(fmt.Sprintf("user_id must be 1 to %d bytes of UTF-8 without control characters", proto.MaxUserIDLength))
+	}
 	if p.UserID == req.UserID {
 		return proto.Error("you cannot ignore yourself")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
 	defer cancel()
-	list, err := s.opts.Store.SetIgnored(ctx, req.UserID, p.UserID, req.Event == "ignore")
-	if err != nil {
+	add := req.Event == "ignore"
+	list, changed, err := s.opts.Store.SetIgnored(ctx, req.UserID, p.UserID, add)
+	switch {
+	case errors.Is(err, ErrIgnoreListFull):
+		return proto.Error(fmt.Sprintf("you cannot ignore more than %d users", s.opts.Store.ignoreMax))
+	case err != nil:
 		s.opts.Logger.Error("ignore list update failed", "user", req.UserID, "err", err)
 		return proto.Error("ignore store unavailable")
 	}
-	update := &proto.IgnoreUpdate{Ignored: list}
-	if subject, err := proto.IgnoresSubject(req.UserID); err == nil {
-		data, _ := proto.Marshal(update)
+	diff := &proto.IgnoreUpdate{Remove: []string{p.UserID}}
+	if add {
+		diff = &proto.IgnoreUpdate{Add: []string{p.UserID}}
+	}
+	if subject, err := proto.IgnoresSubject(req.UserID); changed && err == nil {
+		data, _ := proto.Marshal(diff)
 		if err := s.opts.Conn.Publish(subject, data); err != nil {
-			s.opts.Logger.Error("publish ignore list", "user", req.UserID, "err", err)
+			s.opts.Logger.Error("publish ignore change", "user", req.UserID, "err", err)
 		}
 	}
-	response, _ := proto.Marshal(update)
-	return proto.Reply{Status: proto.StatusOK, Response: response, Ignore: update}
+	response, _ := proto.Marshal(proto.IgnoreUpdate{Ignored: list})
+	return proto.Reply{Status: proto.StatusOK, Response: response, Ignore: diff}
 }
 
 func (s *Service) handleMembership(m *nats.Msg) {

@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,52 +170,6 @@ func TestMembershipSurvivesRestart(t *testing.T) {
 			t.Errorf("grant %+v succeeded", req)
 		}
 	}
-}
-
-// A join reads the ignore list from the mirror of the bucket, which follows
-// changes made through any roomsvc instance.
-func TestIgnoreListMirror(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{})
-	open := func() *Store { return openStore(t, natstest.Connect(t, srv)) }
-	a, b := open(), open() // two roomsvc instances
-	ctx := context.Background()
-	waitFor := func(st *Store, want []string) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			got, ok := st.mirror.get("alice")
-			if ok && slices.Equal(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("mirror has %q (loaded %v), want %q", got, ok, want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	for _, step := range []struct {
-		other  string
-		ignore bool
-		want   []string
-	}{
-		{"bob", true, []string{"bob"}},
-		{"carol", true, []string{"bob", "carol"}},
-		{"bob", false, []string{"carol"}},
-		{"carol", false, []string{}},
-	} {
-		if _, err := a.SetIgnored(ctx, "alice", step.other, step.ignore); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(b, step.want)
-		if got, err := b.Ignored(ctx, "alice"); err != nil || !slices.Equal(got, step.want) {
-			t.Fatalf("Ignored = %q, %v; want %q", got, err, step.want)
-		}
-	}
-	// A Store opened later loads what is already there.
-	if _, err := a.SetIgnored(ctx, "alice", "dave", true); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(open(), []string{"dave"})
 }
 
 func TestAnnounceJoinsIsOptIn(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +23,32 @@ const DefaultBucket = "phx_room_members"
 // join reads it with one Get.
 const DefaultIgnoreBucket = "phx_user_ignores"
 
+// Limits of the buckets (rooms.ignore_max, rooms.members_max_bytes,
+// rooms.ignores_max_bytes).
+const (
+	// DefaultIgnoreMax is how many users one user may ignore.
+	DefaultIgnoreMax = 1000
+	// DefaultMembersMaxBytes bounds the membership bucket: a million
+	// memberships of short ids, some 170,000 of the longest.
+	DefaultMembersMaxBytes = 256 << 20
+	// DefaultIgnoresMaxBytes bounds the ignore-list bucket.
+	DefaultIgnoresMaxBytes = 256 << 20
+	// MemberMaxValueSize bounds a value of the membership bucket (a time
+	// stamp), with room for the headers of a delete.
+	MemberMaxValueSize = 256
+)
+
+// IgnoreMaxValueSize is the largest value of the ignore-list bucket with
+// lists of up to max ids: the JSON array of max ids of
+// proto.MaxUserIDLength bytes, each byte escaped to two at worst (the rule
+// of proto.ValidUserID leaves only '"', '\\' and U+2028/U+2029 to escape),
+// and room for the headers of a compare-and-set.
+func IgnoreMaxValueSize(max int) int { return 2 + max*(2*proto.MaxUserIDLength+3) + 256 }
+
+// ErrIgnoreListFull is returned by SetIgnored when the list has
+// StoreOptions.IgnoreMax entries.
+var ErrIgnoreListFull = errors.New("rooms: ignore list full")
+
 // Store keeps private-room memberships in a JetStream KV bucket, so they
 // survive restarts and are shared by every roomsvc instance. Each membership
 // is one key, "<room>.<user>", both parts escaped with proto.EncodeKey, which
@@ -32,10 +57,11 @@ const DefaultIgnoreBucket = "phx_user_ignores"
 // The Store also publishes broadcasts into proto.RoomStream, which OpenStore
 // creates beside the buckets: all of roomsvc's JetStream state is here.
 type Store struct {
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	ignores jetstream.KeyValue
-	mirror  *ignoreMirror
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	ignores   jetstream.KeyValue
+	members   *memberCache
+	ignoreMax int
 }
 
 // StoreOptions configure OpenStore.
@@ -50,6 +76,16 @@ type StoreOptions struct {
 	Replicas int
 	// Stream sizes proto.RoomStream; its Replicas is ignored.
 	Stream proto.RoomStreamOptions
+	// IgnoreMax bounds the length of an ignore list; default
+	// DefaultIgnoreMax. It sizes the bucket's largest value.
+	IgnoreMax int
+	// MembersMaxBytes and IgnoresMaxBytes bound the buckets; defaults
+	// DefaultMembersMaxBytes and DefaultIgnoresMaxBytes.
+	MembersMaxBytes int64
+	IgnoresMaxBytes int64
+	// MemberCacheSize bounds the cache of memberships that private-room
+	// pushes are checked against; default DefaultMemberCacheSize.
+	MemberCacheSize int
 }
 
 // OpenStore creates the KV buckets and proto.RoomStream where they do not
@@ -64,20 +100,33 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if opts.Replicas == 0 {
 		opts.Replicas = 1
 	}
+	if opts.IgnoreMax <= 0 {
+		opts.IgnoreMax = DefaultIgnoreMax
+	}
+	if opts.MembersMaxBytes <= 0 {
+		opts.MembersMaxBytes = DefaultMembersMaxBytes
+	}
+	if opts.IgnoresMaxBytes <= 0 {
+		opts.IgnoresMaxBytes = DefaultIgnoresMaxBytes
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      opts.Bucket,
-		Description: "private room memberships: key <room>.<user>",
-		History:     1,
-		Replicas:    opts.Replicas,
+		Bucket:       opts.Bucket,
+		Description:  "private room memberships: key <room>.<user>",
+		History:      1,
+		Replicas:     opts.Replicas,
+		MaxBytes:     opts.MembersMaxBytes,
+		MaxValueSize: MemberMaxValueSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.Bucket, err)
 	}
 	ignores, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      opts.IgnoreBucket,
-		Description: "ignore lists: key <user>, value JSON array of ignored user ids",
-		History:     1,
-		Replicas:    opts.Replicas,
+		Bucket:       opts.IgnoreBucket,
+		Description:  "ignore lists: key <user>, value JSON array of ignored user ids",
+		History:      1,
+		Replicas:     opts.Replicas,
+		MaxBytes:     opts.IgnoresMaxBytes,
+		MaxValueSize: int32(IgnoreMaxValueSize(opts.IgnoreMax)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.IgnoreBucket, err)
@@ -86,15 +135,15 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if _, err := proto.EnsureRoomStream(ctx, js, opts.Stream); err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
 	}
-	mirror, err := watchIgnores(ignores)
+	members, err := watchMembers(kv, opts.MemberCacheSize)
 	if err != nil {
-		return nil, fmt.Errorf("rooms: watch KV bucket %q: %w", opts.IgnoreBucket, err)
+		return nil, fmt.Errorf("rooms: watch KV bucket %q: %w", opts.Bucket, err)
 	}
-	return &Store{js: js, kv: kv, ignores: ignores, mirror: mirror}, nil
+	return &Store{js: js, kv: kv, ignores: ignores, members: members, ignoreMax: opts.IgnoreMax}, nil
 }
 
-// Close stops the Store's watch of the ignore lists.
-func (s *Store) Close() { s.mirror.stop() }
+// Close stops the Store's watch of the memberships.
+func (s *Store) Close() { s.members.stop() }
 
 // Broadcast publishes b into topic and returns once proto.RoomStream has
 // stored it.
@@ -120,21 +169,43 @@ func (s *Store) Revoke(ctx context.Context, topic, user string) error {
 	if err := checkMember(topic, user); err != nil {
 		return err
 	}
-	err := s.kv.Delete(ctx, memberKey(topic, user))
+	key := memberKey(topic, user)
+	err := s.kv.Delete(ctx, key)
+	// This instance stops trusting the membership at once; the others
+	// when their watch delivers the delete.
+	s.members.forget(key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
 	}
 	return err
 }
 
-// IsMember reports whether user is a member of topic.
+// IsMember reports whether user is a member of topic, from the cache of
+// memberships when it knows, else from the bucket (and then caches it).
+// A revoke made through this instance is seen at once; one made through
+// another instance once this instance's watch of the bucket delivers it.
 func (s *Store) IsMember(ctx context.Context, topic, user string) (bool, error) {
 	if user == "" {
 		return false, nil
 	}
-	_, err := s.kv.Get(ctx, memberKey(topic, user))
+	if s.members.has(memberKey(topic, user)) {
+		return true, nil
+	}
+	return s.IsMemberNow(ctx, topic, user)
+}
+
+// IsMemberNow reports whether user is a member of topic, read from the
+// bucket, never from the cache.
+func (s *Store) IsMemberNow(ctx context.Context, topic, user string) (bool, error) {
+	if user == "" {
+		return false, nil
+	}
+	key := memberKey(topic, user)
+	gen := s.members.generation()
+	_, err := s.kv.Get(ctx, key)
 	switch {
 	case err == nil:
+		s.members.add(key, gen)
 		return true, nil
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return false, nil
@@ -169,19 +240,12 @@ func checkMember(topic, user string) error {
 	if !strings.HasPrefix(topic, TopicPrefix) || len(topic) == len(TopicPrefix) {
 		return fmt.Errorf("rooms: %q is not a room topic (want %s<id>)", topic, TopicPrefix)
 	}
-	if user == "" {
-		return errors.New("rooms: empty user id")
-	}
-	return nil
+	return proto.ValidUserID(user)
 }
 
 // Ignored returns the users that user ignores, sorted; none for "". It
-// reads the in-memory mirror of the bucket once that has loaded (a join
-// then costs no KV round trip), the bucket before.
+// reads the bucket: no instance holds the lists in memory.
 func (s *Store) Ignored(ctx context.Context, user string) ([]string, error) {
-	if list, ok := s.mirror.get(user); ok {
-		return list, nil
-	}
 	list, _, err := s.ignored(ctx, user)
 	return list, err
 }
@@ -205,41 +269,45 @@ func (s *Store) ignored(ctx context.Context, user string) ([]string, uint64, err
 }
 
 // SetIgnored adds other to user's ignore list (ignore true) or removes it,
-// and returns the new list. Concurrent changes are retried, not lost.
-func (s *Store) SetIgnored(ctx context.Context, user, other string, ignore bool) ([]string, error) {
-	if user == "" || other == "" {
-		return nil, errors.New("rooms: empty user id")
+// and returns the new list and whether it changed. A list of
+// StoreOptions.IgnoreMax entries takes no more (ErrIgnoreListFull).
+// Concurrent changes are retried, not lost.
+func (s *Store) SetIgnored(ctx context.Context, user, other string, ignore bool) ([]string, bool, error) {
+	if err := errors.Join(proto.ValidUserID(user), proto.ValidUserID(other)); err != nil {
+		return nil, false, err
 	}
 	key := proto.EncodeKey(user)
 	for attempt := 0; attempt < 10; attempt++ {
 		list, rev, err := s.ignored(ctx, user)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		i := sort.SearchStrings(list, other)
 		has := i < len(list) && list[i] == other
 		switch {
+		case ignore && !has && len(list) >= s.ignoreMax:
+			return list, false, fmt.Errorf("%w: %d users", ErrIgnoreListFull, s.ignoreMax)
 		case ignore && !has:
 			list = slices.Insert(list, i, other)
 		case !ignore && has:
 			list = slices.Delete(list, i, i+1)
 		default:
-			return list, nil
+			return list, false, nil
 		}
-		data, _ := json.Marshal(list)
+		data, _ := proto.Marshal(list)
 		if rev == 0 {
 			_, err = s.ignores.Create(ctx, key, data)
 		} else {
 			_, err = s.ignores.Update(ctx, key, data, rev)
 		}
 		if err == nil {
-			return list, nil
+			return list, true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return nil, errors.New("rooms: ignore list changed too often concurrently, try again")
+	return nil, false, errors.New("rooms: ignore list changed too often concurrently, try again")
 }
 
 // isWrongSequence reports an optimistic-concurrency conflict on Update.
@@ -255,70 +323,3 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
-
-// ignoreMirror is an in-memory copy of the ignore-list bucket, kept current
-// by a KV watch (which nats.go resumes by itself after a NATS failure). An
-// ignore list is a filter, not a permission, so the few milliseconds by
-// which a mirror may trail a change made through another roomsvc are
-// harmless; changes themselves still go to the bucket (compare-and-set in
-// SetIgnored). Memory: one entry per user with a non-empty list.
-type ignoreMirror struct {
-	w jetstream.KeyWatcher
-
-	mu    sync.RWMutex
-	lists map[string][]string
-	ready bool // the bucket's values at the start have all arrived
-}
-
-func watchIgnores(kv jetstream.KeyValue) (*ignoreMirror, error) {
-	// The watch lives as long as the Store, not as a request.
-	w, err := kv.WatchAll(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	m := &ignoreMirror{w: w, lists: make(map[string][]string)}
-	go m.run()
-	return m, nil
-}
-
-func (m *ignoreMirror) run() {
-	for e := range m.w.Updates() {
-		if e == nil { // the end of the initial values
-			m.mu.Lock()
-			m.ready = true
-			m.mu.Unlock()
-			continue
-		}
-		user, err := proto.DecodeKey(e.Key())
-		if err != nil {
-			continue // not written by us
-		}
-		var list []string
-		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &list) != nil {
-			continue
-		}
-		m.mu.Lock()
-		if len(list) == 0 {
-			delete(m.lists, user)
-		} else {
-			m.lists[user] = list
-		}
-		m.mu.Unlock()
-	}
-}
-
-// get returns user's list, and false while the mirror is still loading.
-// The list is shared: callers must not modify it.
-func (m *ignoreMirror) get(user string) ([]string, bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if !m.ready {
-		return nil, false
-	}
-	if list, ok := m.lists[user]; ok {
-		return list, true
-	}
-	return []string{}, true
-}
-
-func (m *ignoreMirror) stop() { _ = m.w.Stop() }
