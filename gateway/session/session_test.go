@@ -232,6 +232,9 @@ func TestConfirmedJoin(t *testing.T) {
 		}
 		return proto.OK(nil)
 	})
+	if err := e.Services.Flush(); err != nil { // the stand-ins listen before the first join
+		t.Fatal(err)
+	}
 	kick = func(topic string) {
 		if !s.Kick(topic) {
 			t.Errorf("Kick(%s) during its join reported no channel", topic)
