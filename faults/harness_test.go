@@ -500,7 +500,8 @@ func (c *cluster) startRoomsvc(seeds string) *service {
 func (c *cluster) startAuthsvc(seeds string) *service {
 	c.t.Helper()
 	s := &service{name: fmt.Sprintf("authsvc-%d", len(c.auths)+1)}
-	s.proc = startProc(c.t, s.name, bin(c.t, "authsvc"), []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-url", seeds},
+	s.proc = startProc(c.t, s.name, bin(c.t, "authsvc"), []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-url", seeds,
+		"--auth-kv-replicas", fmt.Sprint(min(3, len(c.nats)))},
 		"CHAT_AUTH_SECRET_KEY_BASE="+c.secret)
 	s.addr = logField(c.t, s.proc, "serving", "addr", 20*time.Second)
 	waitHTTP(c.t, s.proc, s.url()+"/readyz", 10*time.Second)
@@ -524,7 +525,7 @@ func (c *cluster) startGateway(name, seeds string, extra ...string) *service {
 }
 
 // startCluster starts the topology of `make cluster` on free ports: 3 NATS
-// nodes, 2 roomsvc (KV replicas 3), 2 authsvc sharing a generated secret,
+// nodes, 2 roomsvc (KV replicas 3), 2 authsvc (ban bucket replicas 3) sharing a generated secret,
 // gateways gw-a and gw-b. The roomsvc start one after the other: two
 // starting at once on a fresh cluster stall 10s per bucket (see the README
 // of deployments/local).

@@ -5,6 +5,7 @@
 //	loadtest idle    --conns 19000 --hold 60s --pid P    joined sockets held; server RSS per socket
 //	loadtest echo    --clients 100 --duration 20s        closed loop: push, wait for the own broadcast
 //	loadtest joins   --conns 10000 --token-mode sign     connect+token+join storm
+//	loadtest attack  --pid P                             honest chat under attack: losses, latency, RSS, limits fired
 //	loadtest baseline-server --addr 127.0.0.1:4700       bare gorilla/websocket Phoenix fan-out server
 //	loadtest serve   --pprof 127.0.0.1:6060 ...          the whole system in-process, for profiling
 //	loadtest summarize results.jsonl                     markdown comparison of JSON result lines
@@ -35,6 +36,8 @@ Scenarios (against --url, default ws://127.0.0.1:4000/socket/websocket):
   idle             C joined sockets held D seconds with heartbeats; server RSS per socket (--pid)
   echo             K clients in a closed loop: push new_msg (or ping), wait for it to come back
   joins            a storm of connect + token + join
+  attack           honest clients chat while attackers hold fragments, never read, flood,
+                   storm connections and long-poll sessions from one address (issue 13)
 
 Servers:
   baseline-server  bare gorilla/websocket Phoenix V2 fan-out server (no NATS, no auth)
@@ -55,7 +58,7 @@ func main() {
 	cmd, args := os.Args[1], os.Args[2:]
 	var code int
 	switch cmd {
-	case "fanout", "idle", "echo", "joins":
+	case "fanout", "idle", "echo", "joins", "attack":
 		code = scenarioMain(cmd, args)
 	case "baseline-server":
 		code = baselineMain(args)
@@ -88,6 +91,11 @@ func scenarioMain(name string, args []string) int {
 		e.flags(fs)
 		c = &e.common
 		run = func(ctx context.Context, co *coord) (*Result, error) { return runEcho(ctx, e, co) }
+	case "attack":
+		a := &attackCfg{}
+		a.flags(fs)
+		c = &a.common
+		run = func(ctx context.Context, co *coord) (*Result, error) { return runAttack(ctx, a, co) }
 	case "joins":
 		j := &joinsCfg{}
 		j.flags(fs)
