@@ -64,7 +64,11 @@ func wsURL(s *System, query url.Values) string {
 // natsConn connects a plain NATS client, as another service would.
 func natsConn(t testing.TB, s *System) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.NATSURL())
+	auth, err := s.NATSAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.NATSURL(), auth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package system
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -147,12 +148,14 @@ func (a *asyncErrors) none(t *testing.T, who string) {
 	}
 }
 
-// connectAs connects to s as one of the roles of permissions.conf.
+// connectAs connects to s as one of the roles of permissions.conf, with
+// the role's inbox prefix (_INBOX_<role>, what svckit and chatctl set)
+// unless opts say otherwise.
 func connectAs(t *testing.T, s *server.Server, role, password string, opts ...nats.Option) (*nats.Conn, *asyncErrors) {
 	t.Helper()
 	rec := &asyncErrors{more: make(chan struct{}, 1)}
 	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{
-		nats.Name(role), nats.UserInfo(role, password),
+		nats.Name(role), nats.UserInfo(role, password), nats.CustomInboxPrefix("_INBOX_" + role),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rec.add(err) })}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
@@ -359,7 +362,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	})
 
 	onc, oerr := connectAs(t, ns, "operator", pw["operator"])
-	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"], nats.CustomInboxPrefix("_INBOX_publisher"))
+	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"])
 
 	// --- The whole chat works with these users. ---
 
@@ -438,7 +441,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 
 	// The publisher's own request fails too: it may not even subscribe to
 	// an inbox for the reply.
-	pubProbe, pubProbeErr := connectAs(t, ns, "publisher", pw["publisher"])
+	pubProbe, pubProbeErr := connectAs(t, ns, "publisher", pw["publisher"], nats.CustomInboxPrefix("_INBOX"))
 	if _, err := pubProbe.Request(proto.SubjectAuthSign, []byte(`{"user_id":"mallory"}`), 500*time.Millisecond); err == nil {
 		t.Fatal("the publisher got a token")
 	}
@@ -459,6 +462,21 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"gateway", false, "phx.user.alice.disconnect"},
 		{"gateway", true, "phx.rooms.members.grant"}, // nor serve memberships
 		{"gateway", true, "phx.auth.verify"},
+		// Only its own replies: not the operator's (tokens from chatctl
+		// token), not roomsvc's, not anyone's in the shared inbox.
+		{"gateway", true, "_INBOX.>"},
+		{"gateway", true, "_INBOX_operator.>"},
+		{"gateway", true, "_INBOX_roomsvc.>"},
+		// No consumer of its own, in any of the create forms (a push
+		// consumer's deliver subject is not checked by the server), no
+		// pull requests (their reply subject is not checked either), no
+		// deleting consumers: roomsvc makes its feed.
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS"},
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil.phx.room.>"},
+		{"gateway", false, "$JS.API.CONSUMER.DURABLE.CREATE.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.MSG.NEXT.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.DELETE.PHX_ROOMS.evil"},
 
 		{"publisher", false, "phx.rooms.members.grant"},
 		{"publisher", false, "phx.auth.sign"},
@@ -473,6 +491,14 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"roomsvc", false, "$JS.API.STREAM.CREATE.OTHER"}, // only its own buckets
 		{"roomsvc", false, "$KV.other.key"},
 		{"roomsvc", true, "phx.auth.verify"},
+		{"roomsvc", true, "_INBOX.>"},
+		{"roomsvc", true, "_INBOX_gateway.>"},
+		// It keeps the room stream, never empties or removes it.
+		{"roomsvc", false, "$JS.API.STREAM.PURGE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.STREAM.DELETE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.STREAM.MSG.DELETE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil.phx.room.>"},
+		{"roomsvc", false, "$JS.API.CONSUMER.DURABLE.CREATE.PHX_ROOMS.evil"},
 
 		{"authsvc", false, "phx.room.rooms:lobby"},
 		{"authsvc", false, "phx.rooms.members.grant"},
@@ -482,6 +508,8 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"operator", false, "phx.svc.rooms.join"}, // cannot pose as a gateway
 		{"operator", false, "phx.auth.verify"},
 		{"operator", true, "phx.room.>"},
+		{"operator", true, "_INBOX.>"},
+		{"operator", true, "_INBOX_gateway.>"},
 	}
 	leaked := make(chan string, len(denied))
 	for _, a := range denied {
@@ -512,6 +540,72 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		})
 	}
 
+	// A stolen gateway credential cannot aim room traffic at another
+	// subject. Asked directly, the server refuses the consumer (above);
+	// roomsvc's feed delivers to proto.FeedSubject(key) and nowhere else,
+	// whatever the request holds.
+	t.Run("gateway_feed_only_to_its_subject", func(t *testing.T) {
+		nc, rec := connectAs(t, ns, "gateway", pw["gateway"])
+		evil, _ := json.Marshal(map[string]any{"stream_name": proto.RoomStream, "config": map[string]any{
+			"name": "evil", "deliver_subject": "phx.user.alice.disconnect", "deliver_policy": "new", "ack_policy": "none"}})
+		if m, err := nc.Request("$JS.API.CONSUMER.CREATE."+proto.RoomStream+".evil", evil, 500*time.Millisecond); err == nil {
+			t.Fatalf("a push consumer aimed at phx.user.alice.disconnect was answered: %s", m.Data)
+		}
+		rec.violation(t, `Publish to "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil"`)
+		key := "stolen-gateway-credential-0123"
+		req, _ := json.Marshal(map[string]any{"key": key, "heartbeat": time.Second, "subject": "phx.user.alice.disconnect",
+			"deliver_subject": "phx.user.alice.disconnect"})
+		m, err := nc.Request(proto.SubjectFeedCreate, req, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep proto.FeedReply
+		if err := json.Unmarshal(m.Data, &rep); err != nil || rep.Error != "" {
+			t.Fatalf("feed create: %s %v", m.Data, err)
+		}
+		if rep.Subject != proto.FeedSubject(key) || !strings.HasPrefix(rep.Subject, proto.FeedSubjectPrefix) {
+			t.Fatalf("feed delivers to %q, want %q", rep.Subject, proto.FeedSubject(key))
+		}
+		if m, err := nc.Request(proto.SubjectFeedDelete, []byte(`{"key":"`+key+`"}`), 5*time.Second); err != nil || strings.Contains(string(m.Data), "error") {
+			t.Fatalf("feed delete: %v %v", m, err)
+		}
+	})
+	// Nor delete the running gateway's consumer: the name it can read off
+	// the feed's deliveries is not the key that deletes it.
+	t.Run("gateway_cannot_delete_another_feed", func(t *testing.T) {
+		nc, _ := connectAs(t, ns, "gateway", pw["gateway"])
+		names := make(chan string, 16)
+		sub, err := nc.Subscribe(proto.FeedSubjectPrefix+"*", func(m *nats.Msg) {
+			if meta, err := m.Metadata(); err == nil {
+				names <- meta.Consumer
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "spied"}); err != nil {
+			t.Fatal(err)
+		}
+		anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"spied"}]`)
+		var name string
+		select {
+		case name = <-names:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the gateway role could not read the feed (it needs phx.feed.*)")
+		}
+		if _, err := nc.Request(proto.SubjectFeedDelete, []byte(`{"key":"`+name+`"}`), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "feed still there"}); err != nil {
+			t.Fatal(err)
+		}
+		anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"feed still there"}]`)
+	})
+
 	// Nothing denied got through: the next broadcast the lobby sees is this
 	// one (a forged one would have arrived first), and no refused
 	// subscription received anything.
@@ -519,6 +613,11 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"sentinel"}]`)
+	for { // alice's socket is still open: no consumer delivered to her disconnect subject
+		if f := alice.read(); strings.Contains(f, `"sentinel"`) {
+			break
+		}
+	}
 	select {
 	case l := <-leaked:
 		t.Fatalf("a refused subscription got a message: %s", l)
@@ -583,5 +682,83 @@ func publishJSON(t *testing.T, nc *nats.Conn, subject string, v any) {
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The embedded NATS of `make run` admits only the key it generated into
+// the data folder: a client without it can neither grant a room nor get a
+// token (measured before: both worked for anyone on the machine).
+func TestEmbeddedNATSNeedsTheGeneratedKey(t *testing.T) {
+	dataDir := t.TempDir()
+	s := startSystem(t, func(c *Config) { c.DataDir = dataDir })
+
+	if nc, err := nats.Connect(s.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("connected to the embedded NATS without credentials")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("connect without credentials: %v, want an authorization violation", err)
+	}
+
+	key := filepath.Join(dataDir, NATSKeyFile)
+	if s.NATSKeyFile() != key {
+		t.Fatalf("NATSKeyFile = %s, want %s", s.NATSKeyFile(), key)
+	}
+	fi, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", key, fi.Mode().Perm())
+	}
+	seed, _ := os.ReadFile(key)
+
+	// With the key (as chatctl, the nats CLI's --nkey and the README's Go
+	// example use it), the operator's requests work.
+	auth, err := nats.NkeyOptionFromSeed(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.NATSURL(), auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	data, _ := json.Marshal(proto.SignRequest{UserID: "mallory"})
+	m, err := nc.Request(proto.SubjectAuthSign, data, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"token"`) {
+		t.Fatalf("sign with the key: %v %v", m, err)
+	}
+	nc.Close()
+
+	// The key survives a restart on the same data folder.
+	ctx := t.Context()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startSystem(t, func(c *Config) { c.DataDir = dataDir })
+	if again, _ := os.ReadFile(key); !bytes.Equal(again, seed) {
+		t.Fatal("the generated NATS key changed across a restart")
+	}
+}
+
+// An embedded NATS listening beyond loopback is worth a warning.
+func TestEmbeddedNATSBeyondLoopbackWarns(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		warn bool
+	}{{"127.0.0.1", false}, {"0.0.0.0", true}} {
+		logFile := filepath.Join(t.TempDir(), "log")
+		f, err := os.Create(logFile) // an *os.File takes writes from any goroutine
+		if err != nil {
+			t.Fatal(err)
+		}
+		startSystem(t, func(c *Config) {
+			c.NATSHost = tt.host
+			c.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		})
+		logs, _ := os.ReadFile(logFile)
+		if got := strings.Contains(string(logs), "beyond loopback"); got != tt.warn {
+			t.Errorf("NATS on %s: warning %v, want %v; logs:\n%s", tt.host, got, tt.warn, logs)
+		}
 	}
 }

@@ -33,10 +33,13 @@ type Config struct {
 	// HTTPAddr is where the gateway listens ("127.0.0.1:0" picks a port).
 	HTTPAddr string
 	// NATSHost and NATSPort are where the embedded nats-server listens for
-	// other services and tools; port -1 picks a free port.
+	// other services and tools; port -1 picks a free port. Clients need
+	// the key in DataDir/NATSKeyFile; a host beyond loopback is logged as
+	// a warning.
 	NATSHost string
 	NATSPort int
-	// DataDir holds JetStream's files and the generated secret.
+	// DataDir holds JetStream's files, the generated secret and the
+	// generated NATS key (NATSKeyFile).
 	DataDir string
 	// SecretKeyBases sign and verify tokens (the first signs). Empty means
 	// a secret generated once and kept in DataDir.
@@ -80,6 +83,7 @@ type System struct {
 	cfg      Config
 	log      *slog.Logger
 	nats     *server.Server
+	natsKey  string // the seed file every connection uses
 	conns    []*nats.Conn
 	auth     *auth.Service
 	rooms    *rooms.Service
@@ -112,6 +116,15 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		secrets = []string{secret}
 	}
 
+	s.natsKey = filepath.Join(cfg.DataDir, NATSKeyFile)
+	natsUser, err := loadOrCreateNKey(s.natsKey)
+	if err != nil {
+		return nil, err
+	}
+	if !loopback(cfg.NATSHost) {
+		s.log.Warn("the embedded NATS listens beyond loopback: anyone who can reach it and holds the key can grant rooms and sign tokens",
+			"host", cfg.NATSHost, "key", s.natsKey)
+	}
 	s.nats, err = server.NewServer(&server.Options{
 		ServerName: "phxnats-embedded",
 		Host:       cfg.NATSHost,
@@ -120,6 +133,8 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 		NoSigs:     true,
 		NoLog:      true,
+		// One user, the generated key: nobody connects without it.
+		Nkeys: []*server.NkeyUser{{Nkey: natsUser}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
@@ -130,7 +145,13 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	}
 
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.nats.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
+		auth, err := s.NATSAuth()
+		if err != nil {
+			return nil, err
+		}
+		// Each part reads replies in its own inbox, as with deployments/nats.
+		nc, err := nats.Connect(s.nats.ClientURL(), nats.Name(name), nats.MaxReconnects(-1), auth,
+			nats.CustomInboxPrefix("_INBOX_"+name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: connect to NATS: %w", name, err)
 		}
@@ -195,6 +216,13 @@ func (s *System) URL() string { return "http://" + s.listener.Addr().String() }
 
 // NATSURL is the embedded nats-server's client address.
 func (s *System) NATSURL() string { return s.nats.ClientURL() }
+
+// NATSKeyFile is the path of the nkey seed that NATS clients need
+// (nats.NkeyOptionFromSeed, nats --nkey, chatctl --nats-nkey).
+func (s *System) NATSKeyFile() string { return s.natsKey }
+
+// NATSAuth is the nats.Option that authenticates with NATSKeyFile.
+func (s *System) NATSAuth() (nats.Option, error) { return nats.NkeyOptionFromSeed(s.natsKey) }
 
 // Gateway is the running gateway.
 func (s *System) Gateway() *gateway.Gateway { return s.gateway }
