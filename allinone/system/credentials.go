@@ -3,9 +3,7 @@ package system
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strings"
 
 	"github.com/nats-io/nkeys"
 )
@@ -51,19 +49,4 @@ func loadOrCreateNKey(path string) (string, error) {
 		return "", fmt.Errorf("%s: not an nkey user seed", path)
 	}
 	return pub, nil
-}
-
-// loopback reports whether host (a listen host or a host:port) only
-// accepts connections from this machine: localhost or a loopback IP. An
-// empty host, 0.0.0.0 and :: listen on every interface.
-func loopback(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -25,6 +25,7 @@ func startSystem(t testing.TB, mutate func(*Config)) *System {
 	t.Helper()
 	cfg := Defaults()
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.OpsAddr = "127.0.0.1:0"
 	cfg.NATSPort = -1
 	cfg.DataDir = t.TempDir()
 	cfg.Gateway.AssetsDir = filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")

@@ -33,6 +33,7 @@ import (
 	"github.com/phxnats/phxnats/gateway"
 	"github.com/phxnats/phxnats/proto"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 // The NATS configuration shipped in deployments/nats.
@@ -759,6 +760,61 @@ func TestEmbeddedNATSBeyondLoopbackWarns(t *testing.T) {
 		logs, _ := os.ReadFile(logFile)
 		if got := strings.Contains(string(logs), "beyond loopback"); got != tt.warn {
 			t.Errorf("NATS on %s: warning %v, want %v; logs:\n%s", tt.host, got, tt.warn, logs)
+		}
+	}
+}
+
+// The development login, on in the one-process default, is refused on a
+// listen address beyond loopback unless forced; off, the chat starts there
+// without /token.
+func TestDevLoginOnlyOnLoopback(t *testing.T) {
+	cfg := Defaults()
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.NATSPort, cfg.DataDir = "0.0.0.0:0", "127.0.0.1:0", -1, t.TempDir()
+	if s, err := Start(t.Context(), cfg); err == nil {
+		_ = s.Shutdown(t.Context())
+		t.Fatal("started with the development login on 0.0.0.0")
+	} else if !strings.Contains(err.Error(), "--gateway-dev-login-public") {
+		t.Fatalf("err = %v, want one that says how to force it", err)
+	}
+	forced := startSystem(t, func(c *Config) { c.HTTPAddr, c.DevLoginPublic = "0.0.0.0:0", true })
+	if token(t, forced, "alice") == "" {
+		t.Fatal("forced development login gave no token")
+	}
+	off := startSystem(t, func(c *Config) { c.HTTPAddr, c.Gateway.DevLogin = "0.0.0.0:0", false })
+	res, err := http.Get(off.URL() + "/token?user_id=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		t.Fatal("/token answered 200 with the development login off")
+	}
+}
+
+// /metrics is not on the public port: the ops listener, on loopback by
+// default, serves it (with /healthz and /readyz, which stay public too).
+func TestMetricsOnlyOnOpsListener(t *testing.T) {
+	if d := Defaults(); !svckit.Loopback(d.OpsAddr) || d.OpsAddr == d.HTTPAddr {
+		t.Fatalf("default ops address %s: want loopback, apart from %s", d.OpsAddr, d.HTTPAddr)
+	}
+	s := startSystem(t, nil)
+	for _, tt := range []struct {
+		url  string
+		code int
+	}{
+		{s.URL() + "/metrics", http.StatusNotFound},
+		{s.URL() + "/healthz", http.StatusOK},
+		{s.OpsURL() + "/metrics", http.StatusOK},
+		{s.OpsURL() + "/readyz", http.StatusOK},
+		{s.OpsURL() + "/token?user_id=alice", http.StatusNotFound},
+	} {
+		res, err := http.Get(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.code {
+			t.Errorf("GET %s: %d, want %d", tt.url, res.StatusCode, tt.code)
 		}
 	}
 }

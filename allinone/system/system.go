@@ -26,12 +26,19 @@ import (
 	"github.com/phxnats/phxnats/gateway"
 	gwcfg "github.com/phxnats/phxnats/gateway/config"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 // Config is the one-process system's configuration. See Defaults.
 type Config struct {
 	// HTTPAddr is where the gateway listens ("127.0.0.1:0" picks a port).
-	HTTPAddr string
+	// Start refuses the development login (Gateway.DevLogin) on an address
+	// beyond loopback unless DevLoginPublic.
+	HTTPAddr       string
+	DevLoginPublic bool
+	// OpsAddr is the operations listener: /metrics (not on HTTPAddr),
+	// /healthz and /readyz. Loopback by default.
+	OpsAddr string
 	// NATSHost and NATSPort are where the embedded nats-server listens for
 	// other services and tools; port -1 picks a free port. Clients need
 	// the key in DataDir/NATSKeyFile; a host beyond loopback is logged as
@@ -60,6 +67,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		HTTPAddr:    "127.0.0.1:4000",
+		OpsAddr:     "127.0.0.1:4010",
 		NATSHost:    "127.0.0.1",
 		NATSPort:    4222,
 		DataDir:     "data",
@@ -91,6 +99,8 @@ type System struct {
 	gateway  *gateway.Gateway
 	http     *http.Server
 	listener net.Listener
+	ops      *http.Server
+	opsLn    net.Listener
 }
 
 // Start runs every part and returns once the chat is reachable.
@@ -104,6 +114,10 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 			s.close()
 		}
 	}()
+	if cfg.Gateway.DevLogin && !cfg.DevLoginPublic && !svckit.Loopback(cfg.HTTPAddr) {
+		return nil, fmt.Errorf("the development login signs a token for any name, and %s is reachable beyond this machine: "+
+			"turn it off (--gateway-dev-login=false), listen on loopback, or force it with --gateway-dev-login-public", cfg.HTTPAddr)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -121,7 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if !loopback(cfg.NATSHost) {
+	if !svckit.Loopback(cfg.NATSHost) {
 		s.log.Warn("the embedded NATS listens beyond loopback: anyone who can reach it and holds the key can grant rooms and sign tokens",
 			"host", cfg.NATSHost, "key", s.natsKey)
 	}
@@ -199,17 +213,33 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.gateway, err = gateway.New(gopts); err != nil {
 		return nil, err
 	}
+	public, ops := svckit.SplitOps(s.gateway.Handler())
+	if s.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+		return nil, fmt.Errorf("ops: listen on %s: %w", cfg.OpsAddr, err)
+	}
+	if !svckit.Loopback(cfg.OpsAddr) {
+		s.log.Warn("the ops listener (/metrics) is not on loopback: keep its port off public networks", "addr", cfg.OpsAddr)
+	}
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("gateway: listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s.http = &http.Server{Handler: s.gateway.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("http server stopped", "err", err)
-		}
-	}()
+	s.http = s.serve(s.listener, public)
+	s.ops = s.serve(s.opsLn, ops)
 	return s, nil
 }
+
+func (s *System) serve(ln net.Listener, h http.Handler) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return srv
+}
+
+// OpsURL is the operations listener's address, e.g. http://127.0.0.1:4010.
+func (s *System) OpsURL() string { return "http://" + s.opsLn.Addr().String() }
 
 // URL is the chat page's address, e.g. http://127.0.0.1:4000.
 func (s *System) URL() string { return "http://" + s.listener.Addr().String() }
@@ -237,6 +267,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if s.ops != nil {
+		_ = s.ops.Shutdown(ctx)
+	}
 	if s.gateway != nil {
 		if err := s.gateway.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -263,6 +296,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 func (s *System) close() {
 	if s.listener != nil {
 		_ = s.listener.Close()
+	}
+	if s.opsLn != nil {
+		_ = s.opsLn.Close()
 	}
 	for _, nc := range s.conns {
 		nc.Close()
