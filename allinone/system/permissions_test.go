@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/phxnats/phxnats/authsvc/auth"
 	"github.com/phxnats/phxnats/authsvc/phxtoken"
@@ -816,5 +817,92 @@ func TestMetricsOnlyOnOpsListener(t *testing.T) {
 		if res.StatusCode != tt.code {
 			t.Errorf("GET %s: %d, want %d", tt.url, res.StatusCode, tt.code)
 		}
+	}
+}
+
+// The deployment configs expose nothing beyond what faces the internet on
+// purpose: NATS monitoring on loopback, the compose ports (the development
+// login's gateways included) on the host's loopback, the gateways' /metrics
+// on an ops listener apart from the public port, and no development login
+// in Kubernetes.
+func TestDeploymentsExposure(t *testing.T) {
+	setNATSPasswords(t)
+	t.Setenv("NATS_SERVER_NAME", "nats-1")
+	for _, file := range []string{natsConf, natsClusterConf} {
+		opts, err := server.ProcessConfigFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.HTTPPort != 0 && !svckit.Loopback(opts.HTTPHost) {
+			t.Errorf("%s: NATS monitoring on %s:%d, want loopback", file, opts.HTTPHost, opts.HTTPPort)
+		}
+	}
+
+	read := func(parts ...string) []byte {
+		b, err := os.ReadFile(filepath.Join(append([]string{repoRoot, "deployments"}, parts...)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(read("compose", "compose.yaml"), &compose); err != nil {
+		t.Fatal(err)
+	}
+	gateways := 0
+	for name, svc := range compose.Services {
+		for _, p := range svc.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("compose %s publishes %q on every interface of the host", name, p)
+			}
+		}
+		if !strings.HasPrefix(name, "gateway") {
+			continue
+		}
+		gateways++
+		env := svc.Environment
+		if env["CHAT_GATEWAY_DEV_LOGIN"] == "true" && len(svc.Ports) == 0 {
+			t.Errorf("compose %s: development login without a loopback-published port", name)
+		}
+		if ops := env["CHAT_OPS_ADDR"]; ops == "" || !slices.ContainsFunc(svc.Ports, func(p string) bool { return strings.HasSuffix(p, ":"+ops[strings.LastIndex(ops, ":")+1:]) }) {
+			t.Errorf("compose %s: ops listener %q not published (on loopback)", name, ops)
+		}
+	}
+	if gateways == 0 {
+		t.Fatal("compose.yaml has no gateway")
+	}
+
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(read("kubernetes", "configmap.yaml"), &cm); err != nil {
+		t.Fatal(err)
+	}
+	var gw struct {
+		HTTP    struct{ Addr string }
+		Ops     struct{ Addr string }
+		Gateway struct {
+			DevLogin bool `yaml:"dev_login"`
+		}
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["gateway.yaml"]), &gw); err != nil {
+		t.Fatal(err)
+	}
+	if gw.Gateway.DevLogin || gw.Ops.Addr == "" || gw.Ops.Addr == gw.HTTP.Addr {
+		t.Errorf("kubernetes gateway.yaml: dev_login %v, ops.addr %q beside http.addr %q; want no dev login and /metrics apart",
+			gw.Gateway.DevLogin, gw.Ops.Addr, gw.HTTP.Addr)
+	}
+	if svc := string(read("kubernetes", "gateway.yaml")); !strings.Contains(svc, "containerPort: 4010") {
+		t.Error("kubernetes gateway.yaml: no ops container port")
+	}
+
+	script := string(read("local", "cluster.sh"))
+	if strings.Count(script, `--ops-addr "${GATEWAY_OPS_ADDRS[`) != 2 {
+		t.Error("local/cluster.sh: the gateways do not get an ops listener of their own")
 	}
 }
