@@ -192,6 +192,9 @@ func TestPermissionConfigsParse(t *testing.T) {
 		if !opts.JetStream {
 			t.Errorf("%s: JetStream is off", file)
 		}
+		if opts.HTTPPort != 0 && !svckit.Loopback(opts.HTTPHost) {
+			t.Errorf("%s: NATS monitoring on %s:%d, want loopback", file, opts.HTTPHost, opts.HTTPPort)
+		}
 	}
 	opts, _ := server.ProcessConfigFile(natsClusterConf)
 	if opts.ServerName != "nats-1" || opts.Cluster.Name != "phxnats" || len(opts.Routes) != 3 {
@@ -821,23 +824,12 @@ func TestMetricsOnlyOnOpsListener(t *testing.T) {
 }
 
 // The deployment configs expose nothing beyond what faces the internet on
-// purpose: NATS monitoring on loopback, the compose ports (the development
+// purpose (and NATS monitoring is on loopback: TestPermissionConfigsParse):
+// the compose ports (the development
 // login's gateways included) on the host's loopback, the gateways' /metrics
 // on an ops listener apart from the public port, and no development login
 // in Kubernetes.
 func TestDeploymentsExposure(t *testing.T) {
-	setNATSPasswords(t)
-	t.Setenv("NATS_SERVER_NAME", "nats-1")
-	for _, file := range []string{natsConf, natsClusterConf} {
-		opts, err := server.ProcessConfigFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if opts.HTTPPort != 0 && !svckit.Loopback(opts.HTTPHost) {
-			t.Errorf("%s: NATS monitoring on %s:%d, want loopback", file, opts.HTTPHost, opts.HTTPPort)
-		}
-	}
-
 	read := func(parts ...string) []byte {
 		b, err := os.ReadFile(filepath.Join(append([]string{repoRoot, "deployments"}, parts...)...))
 		if err != nil {
