@@ -18,7 +18,8 @@ import (
 func settings() []svckit.Setting {
 	d := system.Defaults()
 	own := []svckit.Setting{
-		{Key: "http.addr", Default: d.HTTPAddr, Help: "gateway HTTP listen address (chat page, /socket, /healthz, /metrics)"},
+		{Key: "http.addr", Default: d.HTTPAddr, Help: "gateway HTTP listen address (chat page, /socket, /healthz, /readyz)"},
+		{Key: "ops.addr", Default: d.OpsAddr, Help: "operations listen address (/metrics, /healthz, /readyz); keep it on loopback or a private network"},
 		{Key: "nats.host", Default: d.NATSHost, Help: "embedded nats-server listen host"},
 		{Key: "nats.port", Default: d.NATSPort, Help: "embedded nats-server client port (-1: random)"},
 		{Key: "data_dir", Default: d.DataDir, Help: "folder for JetStream data and the generated secret"},
@@ -43,6 +44,7 @@ func loadConfig(args []string, usage io.Writer) (system.Config, *slog.Logger, er
 	}
 	cfg := system.Defaults()
 	cfg.HTTPAddr = v.GetString("http.addr")
+	cfg.OpsAddr = v.GetString("ops.addr")
 	cfg.NATSHost = v.GetString("nats.host")
 	cfg.NATSPort = v.GetInt("nats.port")
 	cfg.DataDir = v.GetString("data_dir")
@@ -63,6 +65,10 @@ func loadConfig(args []string, usage io.Writer) (system.Config, *slog.Logger, er
 	if cfg.Gateway, err = gwcfg.Options(v); err != nil {
 		return system.Config{}, nil, err
 	}
+	if err := gwcfg.CheckDevLogin(v, cfg.HTTPAddr); err != nil {
+		return system.Config{}, nil, err
+	}
+	cfg.DevLoginPublic = v.GetBool("gateway.dev_login_public")
 	if cfg.Rooms, err = roomcfg.Rules(v); err != nil {
 		return system.Config{}, nil, err
 	}

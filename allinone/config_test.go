@@ -52,6 +52,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{[]string{"--log-format", "xml"}, "log.format"},
 		{[]string{"--config", "/nonexistent/chat.yaml"}, "config file"},
 		{[]string{"--no-such-flag"}, "unknown flag"},
+		// make run's development login, on every interface: refused.
+		{[]string{"--http-addr", "0.0.0.0:4000"}, "--gateway-dev-login-public"},
 	} {
 		_, _, err := loadConfig(tc.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -35,8 +35,8 @@ func main() {
 		log.Error("start failed", "err", err)
 		os.Exit(1)
 	}
-	log.Info("chat is running", "url", sys.URL(), "nats", sys.NATSURL(), "data_dir", cfg.DataDir)
-	fmt.Fprintf(os.Stderr, "\n  Chat: %s   (NATS: %s)   Ctrl-C to stop\n\n", sys.URL(), sys.NATSURL())
+	log.Info("chat is running", "url", sys.URL(), "nats", sys.NATSURL(), "nats_key", sys.NATSKeyFile(), "data_dir", cfg.DataDir)
+	fmt.Fprintf(os.Stderr, "\n  Chat: %s   (NATS: %s, key %s)   Ctrl-C to stop\n\n", sys.URL(), sys.NATSURL(), sys.NATSKeyFile())
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down: draining sockets and services")

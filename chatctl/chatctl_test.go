@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/phxnats/phxnats/authsvc/auth"
 	"github.com/phxnats/phxnats/authsvc/phxtoken"
@@ -31,10 +32,14 @@ type system struct {
 	nc  *nats.Conn // a plain client, to observe and to call services
 }
 
-func startSystem(t *testing.T) system {
+func startSystem(t *testing.T) system { return startSystemWith(t, natstest.Options{}) }
+
+// startSystemWith runs the system on a server started with o; the services
+// connect with opts.
+func startSystemWith(t *testing.T, o natstest.Options, opts ...nats.Option) system {
 	t.Helper()
-	srv := natstest.Start(t, natstest.Options{})
-	nc := natstest.Connect(t, srv)
+	srv := natstest.Start(t, o)
+	nc := natstest.Connect(t, srv, opts...)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	js, err := jetstream.New(nc)
@@ -457,7 +462,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "config file " + filepath.Join(dir, "nope.yaml")},
 		{"not YAML", []string{"--config", write("bad.yaml", "nats_url: [\n")}, nil, "config file"},
-		{"unknown key", []string{"--config", write("typo.yaml", "nats-url: nats://x:4222\n")}, nil, "unknown key(s) nats-url (want nats_url, timeout)"},
+		{"unknown key", []string{"--config", write("typo.yaml", "nats-url: nats://x:4222\n")}, nil, "unknown key(s) nats-url (want nats_url, nats_nkey, timeout)"},
 		{"bare number timeout", []string{"--config", write("num.yaml", "timeout: 5\n")}, nil, `timeout: want a positive duration such as 5s or 500ms, got "5"`},
 		{"bad env timeout", nil, map[string]string{"CHAT_TIMEOUT": "later"}, `got "later"`},
 	}
@@ -482,6 +487,49 @@ func TestEnvURL(t *testing.T) {
 	}
 	if r := runCmd(t, env, "token", "alice"); r.code != exitOK {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// Against make run's embedded NATS, which admits only its generated key,
+// chatctl needs no flag when run where data/nats.nk is; elsewhere it is
+// refused, and a key named but missing is an error.
+func TestGeneratedKey(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "data", "nats.nk")
+	if err := os.WriteFile(key, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := nats.NkeyOptionFromSeed(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := startSystemWith(t, natstest.Options{NKey: pub}, auth)
+	url := sys.srv.ClientURL()
+
+	t.Chdir(t.TempDir()) // no data/nats.nk here
+	if r := chatctl(t, url, "token", "alice"); r.code != exitFail || !strings.Contains(strings.ToLower(r.stderr), "authorization") {
+		t.Fatalf("without the key: %+v, want an authorization failure", r)
+	}
+	if r := chatctl(t, url, "--nats-nkey", filepath.Join(dir, "nope.nk"), "token", "alice"); r.code != exitFail || !strings.Contains(r.stderr, "nope.nk") {
+		t.Fatalf("missing key file: %+v", r)
+	}
+	t.Chdir(dir)
+	if r := chatctl(t, url, "token", "alice"); r.code != exitOK || r.stdout == "" {
+		t.Fatalf("with data/nats.nk in the working folder: %+v", r)
+	}
+	if r := runCmd(t, func(k string) string {
+		return map[string]string{"CHAT_NATS_URL": url, "CHAT_NATS_NKEY": key}[k]
+	}, "rooms", "grant", "rooms:ops", "alice"); r.code != exitOK {
+		t.Fatalf("CHAT_NATS_NKEY: %+v", r)
 	}
 }
 

@@ -21,11 +21,20 @@ type client struct {
 }
 
 func connect(cfg config) (*client, error) {
-	nc, err := nats.Connect(cfg.NATSURL,
+	opts := []nats.Option{
 		nats.Name("chatctl"),
 		nats.Timeout(cfg.Timeout),
 		nats.NoReconnect(),
-	)
+		nats.CustomInboxPrefix(inboxPrefix),
+	}
+	nkey, err := nkeyOption(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if nkey != nil {
+		opts = append(opts, nkey)
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURLs(cfg.NATSURL), err)
 	}

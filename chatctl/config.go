@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -17,7 +19,12 @@ import (
 // config is the resolved configuration of one run.
 type config struct {
 	NATSURL string
-	Timeout time.Duration
+	// NKey is the nkey seed file to authenticate with; NKeyGiven says it
+	// was configured rather than the default, which is used only when the
+	// file exists and the URLs carry no user.
+	NKey      string
+	NKeyGiven bool
+	Timeout   time.Duration
 	// JSON is --json, for rooms members.
 	JSON bool
 	// BanFor is --for, for ban: how long; 0 means until unban.
@@ -33,7 +40,16 @@ type setting struct {
 var settings = []setting{
 	{"nats_url", "nats-url", "CHAT_NATS_URL"},
 	{"timeout", "timeout", "CHAT_TIMEOUT"},
+	{"nats_nkey", "nats-nkey", "CHAT_NATS_NKEY"},
 }
+
+// defaultNKey is where `make run` (the one-process default, data_dir
+// "data") generates its NATS key.
+var defaultNKey = filepath.Join("data", "nats.nk")
+
+// InboxPrefix is where chatctl receives replies: the operator user of
+// deployments/nats may read only this inbox.
+const inboxPrefix = "_INBOX_operator"
 
 const defaultTimeout = 5 * time.Second
 
@@ -45,7 +61,8 @@ func newFlagSet() *pflag.FlagSet {
 	fs.SortFlags = true
 	fs.String("nats-url", nats.DefaultURL, "NATS server `URL`s, comma-separated (env CHAT_NATS_URL)")
 	fs.Duration("timeout", defaultTimeout, "how long to wait to connect and for each answer (env CHAT_TIMEOUT)")
-	fs.String("config", "", "YAML `FILE` with the keys nats_url and timeout")
+	fs.String("nats-nkey", defaultNKey, "nkey seed `FILE` to authenticate with; the default, make run's generated key, is used when it exists and the URL has no user (env CHAT_NATS_NKEY)")
+	fs.String("config", "", "YAML `FILE` with the keys nats_url, nats_nkey and timeout")
 	fs.Bool("json", false, "rooms members: print a JSON array")
 	fs.Duration("for", 0, "ban: how long the ban lasts, e.g. 1h or 30m (default: until unban)")
 	return fs
@@ -67,6 +84,7 @@ func loadConfig(args []string, env func(string) string) (config, []string, error
 	v := viper.New()
 	v.SetDefault("nats_url", nats.DefaultURL)
 	v.SetDefault("timeout", defaultTimeout)
+	v.SetDefault("nats_nkey", defaultNKey)
 	for _, s := range settings {
 		// A bound flag wins over every other source only when given.
 		if err := v.BindPFlag(s.key, fs.Lookup(s.flag)); err != nil {
@@ -91,7 +109,7 @@ func loadConfig(args []string, env func(string) string) (config, []string, error
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return config{}, nil, invalidf("config file %s: unknown key(s) %s (want nats_url, timeout)", file, strings.Join(unknown, ", "))
+			return config{}, nil, invalidf("config file %s: unknown key(s) %s (want nats_url, nats_nkey, timeout)", file, strings.Join(unknown, ", "))
 		}
 	}
 	// The environment comes through env rather than viper.AutomaticEnv,
@@ -110,6 +128,8 @@ func loadConfig(args []string, env func(string) string) (config, []string, error
 	if fs.Changed("for") && cfg.BanFor < time.Second {
 		return config{}, nil, usagef("--for: want a duration of at least 1s, got %s", cfg.BanFor)
 	}
+	cfg.NKey = strings.TrimSpace(v.GetString("nats_nkey"))
+	cfg.NKeyGiven = cfg.NKey != defaultNKey
 	if cfg.NATSURL == "" {
 		return config{}, nil, invalidf("nats_url is empty")
 	}
@@ -137,4 +157,32 @@ func redactURLs(urls string) string {
 		parts[i] = p
 	}
 	return strings.Join(parts, ",")
+}
+
+// nkeyOption is the nats.Option that authenticates with cfg's nkey, or
+// nil when there is none to use.
+func nkeyOption(cfg config) (nats.Option, error) {
+	if cfg.NKey == "" {
+		return nil, nil
+	}
+	if !cfg.NKeyGiven {
+		if _, err := os.Stat(cfg.NKey); err != nil || hasUser(cfg.NATSURL) {
+			return nil, nil
+		}
+	}
+	opt, err := nats.NkeyOptionFromSeed(cfg.NKey)
+	if err != nil {
+		return nil, fmt.Errorf("NATS key %s: %v", cfg.NKey, err)
+	}
+	return opt, nil
+}
+
+// hasUser reports whether one of the NATS URLs carries a user.
+func hasUser(urls string) bool {
+	for _, p := range strings.Split(urls, ",") {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
 }

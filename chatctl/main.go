@@ -48,8 +48,10 @@ Commands:
 
 Flags:
 %s
-Settings come from the flags, then the environment (CHAT_NATS_URL, CHAT_TIMEOUT),
-then the --config YAML file (keys nats_url, timeout), then the defaults.
+Settings come from the flags, then the environment (CHAT_NATS_URL, CHAT_NATS_NKEY,
+CHAT_TIMEOUT), then the --config YAML file (keys nats_url, nats_nkey, timeout), then
+the defaults. Against make run, started in the same folder, no flag is needed:
+its generated NATS key, data/nats.nk, is found there.
 Exit status: 0 done, 1 failed (NATS, a service, a timeout), 2 bad command line or config.
 `
 

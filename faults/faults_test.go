@@ -542,7 +542,7 @@ func TestAllInOneRestart(t *testing.T) {
 		run++
 		began := time.Now()
 		p := startProc(t, fmt.Sprintf("chat-%d", run), chatBinary(t), []string{
-			"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--nats-port", "-1",
+			"--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--nats-port", "-1",
 			"--gateway-assets-dir", filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static"),
 		})
 		ch := chat{proc: p}
@@ -557,7 +557,12 @@ func TestAllInOneRestart(t *testing.T) {
 		t.Fatalf("no generated secret in the data folder: %v", err)
 	}
 	tok := mustToken(t, first.url, "alice")
-	if _, err := chatctl(first.nats, "rooms", "grant", private, "alice"); err != nil {
+	// Its NATS admits only the key generated into the data folder.
+	key := filepath.Join(dataDir, "nats.nk")
+	if _, err := chatctl(first.nats, "rooms", "members", private); err == nil {
+		t.Fatal("chatctl without the generated NATS key was answered")
+	}
+	if _, err := chatctl(first.nats, "--nats-nkey", key, "rooms", "grant", private, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	before := mustDial(t, "alice-before", first.url, tok)
@@ -583,7 +588,11 @@ func TestAllInOneRestart(t *testing.T) {
 		t.Fatalf("the generated secret changed across the restart (%v)", err)
 	}
 	// The token from before verifies: over NATS (authsvc) and at the socket.
-	nc := natsConn(t, second.nats)
+	auth, err := nats.NkeyOptionFromSeed(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := natsConn(t, second.nats, auth)
 	req, _ := json.Marshal(map[string]string{"token": tok})
 	m, err := nc.Request("phx.auth.verify", req, 5*time.Second)
 	if err != nil {
@@ -606,7 +615,7 @@ func TestAllInOneRestart(t *testing.T) {
 	if err := bob.join(private, 5*time.Second); err == nil || !strings.Contains(err.Error(), "unauthorized") {
 		t.Fatalf("non-member bob: %v, want unauthorized", err)
 	}
-	members, err := chatctl(second.nats, "rooms", "members", private)
+	members, err := chatctl(second.nats, "--nats-nkey", key, "rooms", "members", private)
 	if err != nil || strings.TrimSpace(members) != "alice" {
 		t.Fatalf("members after the restart: %q %v", members, err)
 	}

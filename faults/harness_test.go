@@ -515,7 +515,7 @@ func (c *cluster) startAuthsvc(seeds string) *service {
 func (c *cluster) startGateway(name, seeds string, extra ...string) *service {
 	c.t.Helper()
 	s := &service{name: name}
-	s.proc = startProc(c.t, name, bin(c.t, "gateway"), append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
+	s.proc = startProc(c.t, name, bin(c.t, "gateway"), append([]string{"--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--nats-url", seeds,
 		"--gateway-name", name, "--gateway-dev-login", "--gateway-request-timeout", "2s",
 		"--gateway-assets-dir", filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")}, extra...))
 	s.addr = logField(c.t, s.proc, "serving", "addr", 20*time.Second)
@@ -632,9 +632,9 @@ func (c *cluster) roomReady(topic string, clients ...*client) {
 }
 
 // natsConn connects the test itself to the cluster, as an operator tool would.
-func natsConn(t testing.TB, seeds string) *nats.Conn {
+func natsConn(t testing.TB, seeds string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(seeds, nats.Name("faults-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(seeds, append([]nats.Option{nats.Name("faults-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,6 +139,7 @@ func serveMain(args []string) int {
 	}
 	cfg := system.Defaults()
 	cfg.HTTPAddr = *httpAddr
+	cfg.OpsAddr = "127.0.0.1:0" // beside make run
 	cfg.NATSPort = -1
 	cfg.DataDir = *dataDir
 	if *secret != "" {

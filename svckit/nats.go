@@ -19,7 +19,14 @@ func NATSSettings() []Setting {
 	}
 }
 
-// ConnectNATS connects as name with the nats.* settings. The connection
+// InboxPrefix is where the service called name receives replies:
+// "_INBOX_" + name. The NATS users of deployments/nats may subscribe only
+// to their own role's inbox, so that no role reads another's replies; the
+// service name is the role's user name.
+func InboxPrefix(name string) string { return "_INBOX_" + name }
+
+// ConnectNATS connects as name with the nats.* settings, its replies
+// arriving under InboxPrefix(name). The connection
 // reconnects forever with jittered backoff and buffers publishes while
 // reconnecting (nats.go's default 8 MiB), so a NATS node going away is a
 // pause, not a crash; requests made meanwhile fail fast and callers answer
@@ -28,6 +35,7 @@ func ConnectNATS(v *viper.Viper, name string, log *slog.Logger) (*nats.Conn, err
 	url := v.GetString("nats.url")
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(InboxPrefix(name)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -20,6 +21,11 @@ type Service struct {
 	Name string
 	// OpsAddr is the default http.addr.
 	OpsAddr string
+	// PublicOpsAddr, when set, says that http.addr is a public endpoint
+	// (the gateway's sockets): Run then serves /metrics not there but on
+	// ops.addr, whose default this is, with /healthz and /readyz (see
+	// SplitOps).
+	PublicOpsAddr string
 	// Settings are the service's own keys; Run adds http.addr, nats.*,
 	// drain_timeout and log.*.
 	Settings []Setting
@@ -40,6 +46,10 @@ func Run(s Service, args []string, stderr io.Writer) int {
 		{Key: "http.addr", Default: s.OpsAddr, Help: "HTTP listen address (/healthz, /readyz, /metrics)"},
 		{Key: "drain_timeout", Default: 15 * time.Second, Help: "how long SIGTERM waits for the service to drain"},
 	}, NATSSettings()...)
+	if s.PublicOpsAddr != "" {
+		settings = append(settings, Setting{Key: "ops.addr", Default: s.PublicOpsAddr,
+			Help: "operations listen address (/metrics, /healthz, /readyz); keep it on loopback or a private network"})
+	}
 	settings = append(settings, s.Settings...)
 	settings = append(settings, LogSettings()...)
 	v, err := Load(s.Name, args, settings, stderr)
@@ -78,12 +88,28 @@ func Run(s Service, args []string, stderr io.Writer) int {
 	}
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
+	var opsAddr net.Addr
+	if s.PublicOpsAddr != "" {
+		var ops http.Handler
+		handler, ops = SplitOps(handler)
+		if opsAddr, err = ListenAndServe(srvCtx, v.GetString("ops.addr"), ops, log); err != nil {
+			log.Error("listen", "addr", v.GetString("ops.addr"), "err", err)
+			return 1
+		}
+		if !Loopback(v.GetString("ops.addr")) {
+			log.Warn("ops.addr is not on loopback: keep its port off public networks", "addr", opsAddr.String())
+		}
+	}
 	addr, err := ListenAndServe(srvCtx, v.GetString("http.addr"), handler, log)
 	if err != nil {
 		log.Error("listen", "addr", v.GetString("http.addr"), "err", err)
 		return 1
 	}
-	log.Info("serving", "addr", addr.String(), "nats", nc.ConnectedUrlRedacted())
+	if opsAddr != nil {
+		log.Info("serving", "addr", addr.String(), "ops_addr", opsAddr.String(), "nats", nc.ConnectedUrlRedacted())
+	} else {
+		log.Info("serving", "addr", addr.String(), "nats", nc.ConnectedUrlRedacted())
+	}
 	<-ctx.Done()
 
 	log.Info("draining")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -97,6 +98,47 @@ func (o *Ops) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// SplitOps splits a handler that serves a public endpoint and the Ops
+// endpoints alike (the gateway's) in two: public serves all but /metrics,
+// which tells how the service runs and stays off the internet; ops serves
+// only /healthz, /readyz and /metrics, for an operations listener on
+// loopback or a private network. Health and readiness stay public too, for
+// load balancers that probe the public port.
+func SplitOps(h http.Handler) (public, ops http.Handler) {
+	public = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+	ops = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			h.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	return public, ops
+}
+
+// Loopback reports whether a listen address (host:port, or a bare host)
+// accepts connections from this machine only: localhost or a loopback IP.
+// An empty host, 0.0.0.0 and :: listen on every interface.
+func Loopback(addr string) bool {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func writeStatus(w http.ResponseWriter, code int, status string) {

@@ -63,3 +63,39 @@ func TestOps(t *testing.T) {
 		t.Errorf("/healthz with NATS closed = %d", code)
 	}
 }
+
+// /metrics is served on the operations listener only; the public endpoint
+// keeps everything else, health and readiness included.
+func TestSplitOps(t *testing.T) {
+	h := http.NewServeMux()
+	for _, path := range []string{"/metrics", "/healthz", "/readyz", "/socket/websocket", "/"} {
+		h.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, path) })
+	}
+	public, ops := SplitOps(h)
+	pub, op := httptest.NewServer(public), httptest.NewServer(ops)
+	defer pub.Close()
+	defer op.Close()
+	for _, tt := range []struct {
+		srv  *httptest.Server
+		path string
+		code int
+	}{
+		{pub, "/metrics", 404}, {pub, "/healthz", 200}, {pub, "/readyz", 200}, {pub, "/socket/websocket", 200}, {pub, "/", 200},
+		{op, "/metrics", 200}, {op, "/healthz", 200}, {op, "/readyz", 200}, {op, "/socket/websocket", 404}, {op, "/", 404},
+	} {
+		if code, _ := get(t, tt.srv.URL+tt.path); code != tt.code {
+			t.Errorf("%s%s: %d, want %d", map[bool]string{true: "public", false: "ops"}[tt.srv == pub], tt.path, code, tt.code)
+		}
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:4000": true, "localhost:4000": true, "[::1]:4000": true, "127.0.0.2:1": true, "127.0.0.1": true,
+		":4000": false, "0.0.0.0:4000": false, "[::]:4000": false, "10.0.0.5:4000": false, "example.com:4000": false, "": false,
+	} {
+		if got := Loopback(addr); got != want {
+			t.Errorf("Loopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

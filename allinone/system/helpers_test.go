@@ -25,6 +25,7 @@ func startSystem(t testing.TB, mutate func(*Config)) *System {
 	t.Helper()
 	cfg := Defaults()
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.OpsAddr = "127.0.0.1:0"
 	cfg.NATSPort = -1
 	cfg.DataDir = t.TempDir()
 	cfg.Gateway.AssetsDir = filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")
@@ -64,7 +65,11 @@ func wsURL(s *System, query url.Values) string {
 // natsConn connects a plain NATS client, as another service would.
 func natsConn(t testing.TB, s *System) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.NATSURL())
+	auth, err := s.NATSAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.NATSURL(), auth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package system
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,12 +27,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/phxnats/phxnats/authsvc/auth"
 	"github.com/phxnats/phxnats/authsvc/phxtoken"
 	"github.com/phxnats/phxnats/gateway"
 	"github.com/phxnats/phxnats/proto"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 // The NATS configuration shipped in deployments/nats.
@@ -147,12 +150,14 @@ func (a *asyncErrors) none(t *testing.T, who string) {
 	}
 }
 
-// connectAs connects to s as one of the roles of permissions.conf.
+// connectAs connects to s as one of the roles of permissions.conf, with
+// the role's inbox prefix (_INBOX_<role>, what svckit and chatctl set)
+// unless opts say otherwise.
 func connectAs(t *testing.T, s *server.Server, role, password string, opts ...nats.Option) (*nats.Conn, *asyncErrors) {
 	t.Helper()
 	rec := &asyncErrors{more: make(chan struct{}, 1)}
 	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{
-		nats.Name(role), nats.UserInfo(role, password),
+		nats.Name(role), nats.UserInfo(role, password), nats.CustomInboxPrefix("_INBOX_" + role),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rec.add(err) })}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
@@ -186,6 +191,9 @@ func TestPermissionConfigsParse(t *testing.T) {
 		}
 		if !opts.JetStream {
 			t.Errorf("%s: JetStream is off", file)
+		}
+		if opts.HTTPPort != 0 && !svckit.Loopback(opts.HTTPHost) {
+			t.Errorf("%s: NATS monitoring on %s:%d, want loopback", file, opts.HTTPHost, opts.HTTPPort)
 		}
 	}
 	opts, _ := server.ProcessConfigFile(natsClusterConf)
@@ -367,7 +375,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	})
 
 	onc, oerr := connectAs(t, ns, "operator", pw["operator"])
-	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"], nats.CustomInboxPrefix("_INBOX_publisher"))
+	pnc, perr := connectAs(t, ns, "publisher", pw["publisher"])
 
 	// --- The whole chat works with these users. ---
 
@@ -461,7 +469,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 
 	// The publisher's own request fails too: it may not even subscribe to
 	// an inbox for the reply.
-	pubProbe, pubProbeErr := connectAs(t, ns, "publisher", pw["publisher"])
+	pubProbe, pubProbeErr := connectAs(t, ns, "publisher", pw["publisher"], nats.CustomInboxPrefix("_INBOX"))
 	if _, err := pubProbe.Request(proto.SubjectAuthSign, []byte(`{"user_id":"mallory"}`), 500*time.Millisecond); err == nil {
 		t.Fatal("the publisher got a token")
 	}
@@ -482,6 +490,21 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"gateway", false, "phx.user.alice.disconnect"},
 		{"gateway", true, "phx.rooms.members.grant"}, // nor serve memberships
 		{"gateway", true, "phx.auth.verify"},
+		// Only its own replies: not the operator's (tokens from chatctl
+		// token), not roomsvc's, not anyone's in the shared inbox.
+		{"gateway", true, "_INBOX.>"},
+		{"gateway", true, "_INBOX_operator.>"},
+		{"gateway", true, "_INBOX_roomsvc.>"},
+		// No consumer of its own, in any of the create forms (a push
+		// consumer's deliver subject is not checked by the server), no
+		// pull requests (their reply subject is not checked either), no
+		// deleting consumers: roomsvc makes its feed.
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS"},
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil.phx.room.>"},
+		{"gateway", false, "$JS.API.CONSUMER.DURABLE.CREATE.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.MSG.NEXT.PHX_ROOMS.evil"},
+		{"gateway", false, "$JS.API.CONSUMER.DELETE.PHX_ROOMS.evil"},
 
 		{"publisher", false, "phx.rooms.members.grant"},
 		{"publisher", false, "phx.auth.sign"},
@@ -496,6 +519,14 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"roomsvc", false, "$JS.API.STREAM.CREATE.OTHER"}, // only its own buckets
 		{"roomsvc", false, "$KV.other.key"},
 		{"roomsvc", true, "phx.auth.verify"},
+		{"roomsvc", true, "_INBOX.>"},
+		{"roomsvc", true, "_INBOX_gateway.>"},
+		// It keeps the room stream, never empties or removes it.
+		{"roomsvc", false, "$JS.API.STREAM.PURGE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.STREAM.DELETE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.STREAM.MSG.DELETE.PHX_ROOMS"},
+		{"roomsvc", false, "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil.phx.room.>"},
+		{"roomsvc", false, "$JS.API.CONSUMER.DURABLE.CREATE.PHX_ROOMS.evil"},
 
 		{"authsvc", false, "phx.room.rooms:lobby"},
 		{"authsvc", false, "phx.rooms.members.grant"},
@@ -511,6 +542,8 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		{"operator", false, "phx.svc.rooms.join"}, // cannot pose as a gateway
 		{"operator", false, "phx.auth.verify"},
 		{"operator", true, "phx.room.>"},
+		{"operator", true, "_INBOX.>"},
+		{"operator", true, "_INBOX_gateway.>"},
 	}
 	leaked := make(chan string, len(denied))
 	for _, a := range denied {
@@ -541,6 +574,72 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		})
 	}
 
+	// A stolen gateway credential cannot aim room traffic at another
+	// subject. Asked directly, the server refuses the consumer (above);
+	// roomsvc's feed delivers to proto.FeedSubject(key) and nowhere else,
+	// whatever the request holds.
+	t.Run("gateway_feed_only_to_its_subject", func(t *testing.T) {
+		nc, rec := connectAs(t, ns, "gateway", pw["gateway"])
+		evil, _ := json.Marshal(map[string]any{"stream_name": proto.RoomStream, "config": map[string]any{
+			"name": "evil", "deliver_subject": "phx.user.alice.disconnect", "deliver_policy": "new", "ack_policy": "none"}})
+		if m, err := nc.Request("$JS.API.CONSUMER.CREATE."+proto.RoomStream+".evil", evil, 500*time.Millisecond); err == nil {
+			t.Fatalf("a push consumer aimed at phx.user.alice.disconnect was answered: %s", m.Data)
+		}
+		rec.violation(t, `Publish to "$JS.API.CONSUMER.CREATE.PHX_ROOMS.evil"`)
+		key := "stolen-gateway-credential-0123"
+		req, _ := json.Marshal(map[string]any{"key": key, "heartbeat": time.Second, "subject": "phx.user.alice.disconnect",
+			"deliver_subject": "phx.user.alice.disconnect"})
+		m, err := nc.Request(proto.SubjectFeedCreate, req, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep proto.FeedReply
+		if err := json.Unmarshal(m.Data, &rep); err != nil || rep.Error != "" {
+			t.Fatalf("feed create: %s %v", m.Data, err)
+		}
+		if rep.Subject != proto.FeedSubject(key) || !strings.HasPrefix(rep.Subject, proto.FeedSubjectPrefix) {
+			t.Fatalf("feed delivers to %q, want %q", rep.Subject, proto.FeedSubject(key))
+		}
+		if m, err := nc.Request(proto.SubjectFeedDelete, []byte(`{"key":"`+key+`"}`), 5*time.Second); err != nil || strings.Contains(string(m.Data), "error") {
+			t.Fatalf("feed delete: %v %v", m, err)
+		}
+	})
+	// Nor delete the running gateway's consumer: the name it can read off
+	// the feed's deliveries is not the key that deletes it.
+	t.Run("gateway_cannot_delete_another_feed", func(t *testing.T) {
+		nc, _ := connectAs(t, ns, "gateway", pw["gateway"])
+		names := make(chan string, 16)
+		sub, err := nc.Subscribe(proto.FeedSubjectPrefix+"*", func(m *nats.Msg) {
+			if meta, err := m.Metadata(); err == nil {
+				names <- meta.Consumer
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "spied"}); err != nil {
+			t.Fatal(err)
+		}
+		anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"spied"}]`)
+		var name string
+		select {
+		case name = <-names:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the gateway role could not read the feed (it needs phx.feed.*)")
+		}
+		if _, err := nc.Request(proto.SubjectFeedDelete, []byte(`{"key":"`+name+`"}`), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Publish(ctx, onc, "rooms:lobby", "new_msg", map[string]string{"body": "feed still there"}); err != nil {
+			t.Fatal(err)
+		}
+		anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"feed still there"}]`)
+	})
+
 	// Nothing denied got through: the next broadcast the lobby sees is this
 	// one (a forged one would have arrived first), and no refused
 	// subscription received anything.
@@ -548,6 +647,11 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"sentinel"}]`)
+	for { // alice's socket is still open: no consumer delivered to her disconnect subject
+		if f := alice.read(); strings.Contains(f, `"sentinel"`) {
+			break
+		}
+	}
 	select {
 	case l := <-leaked:
 		t.Fatalf("a refused subscription got a message: %s", l)
@@ -612,5 +716,214 @@ func publishJSON(t *testing.T, nc *nats.Conn, subject string, v any) {
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The embedded NATS of `make run` admits only the key it generated into
+// the data folder: a client without it can neither grant a room nor get a
+// token (measured before: both worked for anyone on the machine).
+func TestEmbeddedNATSNeedsTheGeneratedKey(t *testing.T) {
+	dataDir := t.TempDir()
+	s := startSystem(t, func(c *Config) { c.DataDir = dataDir })
+
+	if nc, err := nats.Connect(s.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("connected to the embedded NATS without credentials")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("connect without credentials: %v, want an authorization violation", err)
+	}
+
+	key := filepath.Join(dataDir, NATSKeyFile)
+	if s.NATSKeyFile() != key {
+		t.Fatalf("NATSKeyFile = %s, want %s", s.NATSKeyFile(), key)
+	}
+	fi, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", key, fi.Mode().Perm())
+	}
+	seed, _ := os.ReadFile(key)
+
+	// With the key (as chatctl, the nats CLI's --nkey and the README's Go
+	// example use it), the operator's requests work.
+	auth, err := nats.NkeyOptionFromSeed(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.NATSURL(), auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	data, _ := json.Marshal(proto.SignRequest{UserID: "mallory"})
+	m, err := nc.Request(proto.SubjectAuthSign, data, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"token"`) {
+		t.Fatalf("sign with the key: %v %v", m, err)
+	}
+	nc.Close()
+
+	// The key survives a restart on the same data folder.
+	ctx := t.Context()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startSystem(t, func(c *Config) { c.DataDir = dataDir })
+	if again, _ := os.ReadFile(key); !bytes.Equal(again, seed) {
+		t.Fatal("the generated NATS key changed across a restart")
+	}
+}
+
+// An embedded NATS listening beyond loopback is worth a warning.
+func TestEmbeddedNATSBeyondLoopbackWarns(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		warn bool
+	}{{"127.0.0.1", false}, {"0.0.0.0", true}} {
+		logFile := filepath.Join(t.TempDir(), "log")
+		f, err := os.Create(logFile) // an *os.File takes writes from any goroutine
+		if err != nil {
+			t.Fatal(err)
+		}
+		startSystem(t, func(c *Config) {
+			c.NATSHost = tt.host
+			c.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		})
+		logs, _ := os.ReadFile(logFile)
+		if got := strings.Contains(string(logs), "beyond loopback"); got != tt.warn {
+			t.Errorf("NATS on %s: warning %v, want %v; logs:\n%s", tt.host, got, tt.warn, logs)
+		}
+	}
+}
+
+// The development login, on in the one-process default, is refused on a
+// listen address beyond loopback unless forced; off, the chat starts there
+// without /token.
+func TestDevLoginOnlyOnLoopback(t *testing.T) {
+	cfg := Defaults()
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.NATSPort, cfg.DataDir = "0.0.0.0:0", "127.0.0.1:0", -1, t.TempDir()
+	if s, err := Start(t.Context(), cfg); err == nil {
+		_ = s.Shutdown(t.Context())
+		t.Fatal("started with the development login on 0.0.0.0")
+	} else if !strings.Contains(err.Error(), "--gateway-dev-login-public") {
+		t.Fatalf("err = %v, want one that says how to force it", err)
+	}
+	forced := startSystem(t, func(c *Config) { c.HTTPAddr, c.DevLoginPublic = "0.0.0.0:0", true })
+	if token(t, forced, "alice") == "" {
+		t.Fatal("forced development login gave no token")
+	}
+	off := startSystem(t, func(c *Config) { c.HTTPAddr, c.Gateway.DevLogin = "0.0.0.0:0", false })
+	res, err := http.Get(off.URL() + "/token?user_id=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		t.Fatal("/token answered 200 with the development login off")
+	}
+}
+
+// /metrics is not on the public port: the ops listener, on loopback by
+// default, serves it (with /healthz and /readyz, which stay public too).
+func TestMetricsOnlyOnOpsListener(t *testing.T) {
+	if d := Defaults(); !svckit.Loopback(d.OpsAddr) || d.OpsAddr == d.HTTPAddr {
+		t.Fatalf("default ops address %s: want loopback, apart from %s", d.OpsAddr, d.HTTPAddr)
+	}
+	s := startSystem(t, nil)
+	for _, tt := range []struct {
+		url  string
+		code int
+	}{
+		{s.URL() + "/metrics", http.StatusNotFound},
+		{s.URL() + "/healthz", http.StatusOK},
+		{s.OpsURL() + "/metrics", http.StatusOK},
+		{s.OpsURL() + "/readyz", http.StatusOK},
+		{s.OpsURL() + "/token?user_id=alice", http.StatusNotFound},
+	} {
+		res, err := http.Get(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.code {
+			t.Errorf("GET %s: %d, want %d", tt.url, res.StatusCode, tt.code)
+		}
+	}
+}
+
+// The deployment configs expose nothing beyond what faces the internet on
+// purpose (and NATS monitoring is on loopback: TestPermissionConfigsParse):
+// the compose ports (the development
+// login's gateways included) on the host's loopback, the gateways' /metrics
+// on an ops listener apart from the public port, and no development login
+// in Kubernetes.
+func TestDeploymentsExposure(t *testing.T) {
+	read := func(parts ...string) []byte {
+		b, err := os.ReadFile(filepath.Join(append([]string{repoRoot, "deployments"}, parts...)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(read("compose", "compose.yaml"), &compose); err != nil {
+		t.Fatal(err)
+	}
+	gateways := 0
+	for name, svc := range compose.Services {
+		for _, p := range svc.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("compose %s publishes %q on every interface of the host", name, p)
+			}
+		}
+		if !strings.HasPrefix(name, "gateway") {
+			continue
+		}
+		gateways++
+		env := svc.Environment
+		if env["CHAT_GATEWAY_DEV_LOGIN"] == "true" && len(svc.Ports) == 0 {
+			t.Errorf("compose %s: development login without a loopback-published port", name)
+		}
+		if ops := env["CHAT_OPS_ADDR"]; ops == "" || !slices.ContainsFunc(svc.Ports, func(p string) bool { return strings.HasSuffix(p, ":"+ops[strings.LastIndex(ops, ":")+1:]) }) {
+			t.Errorf("compose %s: ops listener %q not published (on loopback)", name, ops)
+		}
+	}
+	if gateways == 0 {
+		t.Fatal("compose.yaml has no gateway")
+	}
+
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(read("kubernetes", "configmap.yaml"), &cm); err != nil {
+		t.Fatal(err)
+	}
+	var gw struct {
+		HTTP    struct{ Addr string }
+		Ops     struct{ Addr string }
+		Gateway struct {
+			DevLogin bool `yaml:"dev_login"`
+		}
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["gateway.yaml"]), &gw); err != nil {
+		t.Fatal(err)
+	}
+	if gw.Gateway.DevLogin || gw.Ops.Addr == "" || gw.Ops.Addr == gw.HTTP.Addr {
+		t.Errorf("kubernetes gateway.yaml: dev_login %v, ops.addr %q beside http.addr %q; want no dev login and /metrics apart",
+			gw.Gateway.DevLogin, gw.Ops.Addr, gw.HTTP.Addr)
+	}
+	if svc := string(read("kubernetes", "gateway.yaml")); !strings.Contains(svc, "containerPort: 4010") {
+		t.Error("kubernetes gateway.yaml: no ops container port")
+	}
+
+	script := string(read("local", "cluster.sh"))
+	if strings.Count(script, `--ops-addr "${GATEWAY_OPS_ADDRS[`) != 2 {
+		t.Error("local/cluster.sh: the gateways do not get an ops listener of their own")
 	}
 }

@@ -26,17 +26,27 @@ import (
 	"github.com/phxnats/phxnats/gateway"
 	gwcfg "github.com/phxnats/phxnats/gateway/config"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 // Config is the one-process system's configuration. See Defaults.
 type Config struct {
 	// HTTPAddr is where the gateway listens ("127.0.0.1:0" picks a port).
-	HTTPAddr string
+	// Start refuses the development login (Gateway.DevLogin) on an address
+	// beyond loopback unless DevLoginPublic.
+	HTTPAddr       string
+	DevLoginPublic bool
+	// OpsAddr is the operations listener: /metrics (not on HTTPAddr),
+	// /healthz and /readyz. Loopback by default.
+	OpsAddr string
 	// NATSHost and NATSPort are where the embedded nats-server listens for
-	// other services and tools; port -1 picks a free port.
+	// other services and tools; port -1 picks a free port. Clients need
+	// the key in DataDir/NATSKeyFile; a host beyond loopback is logged as
+	// a warning.
 	NATSHost string
 	NATSPort int
-	// DataDir holds JetStream's files and the generated secret.
+	// DataDir holds JetStream's files, the generated secret and the
+	// generated NATS key (NATSKeyFile).
 	DataDir string
 	// SecretKeyBases sign and verify tokens (the first signs). Empty means
 	// a secret generated once and kept in DataDir.
@@ -64,6 +74,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		HTTPAddr:       "127.0.0.1:4000",
+		OpsAddr:        "127.0.0.1:4010",
 		NATSHost:       "127.0.0.1",
 		NATSPort:       4222,
 		DataDir:        "data",
@@ -88,6 +99,7 @@ type System struct {
 	cfg      Config
 	log      *slog.Logger
 	nats     *server.Server
+	natsKey  string // the seed file every connection uses
 	conns    []*nats.Conn
 	auth     *auth.Service
 	rooms    *rooms.Service
@@ -95,6 +107,8 @@ type System struct {
 	gateway  *gateway.Gateway
 	http     *http.Server
 	listener net.Listener
+	ops      *http.Server
+	opsLn    net.Listener
 }
 
 // Start runs every part and returns once the chat is reachable.
@@ -108,6 +122,10 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 			s.close()
 		}
 	}()
+	if cfg.Gateway.DevLogin && !cfg.DevLoginPublic && !svckit.Loopback(cfg.HTTPAddr) {
+		return nil, fmt.Errorf("the development login signs a token for any name, and %s is reachable beyond this machine: "+
+			"turn it off (--gateway-dev-login=false), listen on loopback, or force it with --gateway-dev-login-public", cfg.HTTPAddr)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -120,6 +138,15 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		secrets = []string{secret}
 	}
 
+	s.natsKey = filepath.Join(cfg.DataDir, NATSKeyFile)
+	natsUser, err := loadOrCreateNKey(s.natsKey)
+	if err != nil {
+		return nil, err
+	}
+	if !svckit.Loopback(cfg.NATSHost) {
+		s.log.Warn("the embedded NATS listens beyond loopback: anyone who can reach it and holds the key can grant rooms and sign tokens",
+			"host", cfg.NATSHost, "key", s.natsKey)
+	}
 	s.nats, err = server.NewServer(&server.Options{
 		ServerName: "phxnats-embedded",
 		Host:       cfg.NATSHost,
@@ -128,6 +155,8 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 		NoSigs:     true,
 		NoLog:      true,
+		// One user, the generated key: nobody connects without it.
+		Nkeys: []*server.NkeyUser{{Nkey: natsUser}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
@@ -138,7 +167,13 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	}
 
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.nats.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
+		auth, err := s.NATSAuth()
+		if err != nil {
+			return nil, err
+		}
+		// Each part reads replies in its own inbox, as with deployments/nats.
+		nc, err := nats.Connect(s.nats.ClientURL(), nats.Name(name), nats.MaxReconnects(-1), auth,
+			nats.CustomInboxPrefix("_INBOX_"+name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: connect to NATS: %w", name, err)
 		}
@@ -197,23 +232,46 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.gateway, err = gateway.New(gopts); err != nil {
 		return nil, err
 	}
+	public, ops := svckit.SplitOps(s.gateway.Handler())
+	if s.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+		return nil, fmt.Errorf("ops: listen on %s: %w", cfg.OpsAddr, err)
+	}
+	if !svckit.Loopback(cfg.OpsAddr) {
+		s.log.Warn("the ops listener (/metrics) is not on loopback: keep its port off public networks", "addr", cfg.OpsAddr)
+	}
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("gateway: listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s.http = &http.Server{Handler: s.gateway.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("http server stopped", "err", err)
-		}
-	}()
+	s.http = s.serve(s.listener, public)
+	s.ops = s.serve(s.opsLn, ops)
 	return s, nil
 }
+
+func (s *System) serve(ln net.Listener, h http.Handler) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return srv
+}
+
+// OpsURL is the operations listener's address, e.g. http://127.0.0.1:4010.
+func (s *System) OpsURL() string { return "http://" + s.opsLn.Addr().String() }
 
 // URL is the chat page's address, e.g. http://127.0.0.1:4000.
 func (s *System) URL() string { return "http://" + s.listener.Addr().String() }
 
 // NATSURL is the embedded nats-server's client address.
 func (s *System) NATSURL() string { return s.nats.ClientURL() }
+
+// NATSKeyFile is the path of the nkey seed that NATS clients need
+// (nats.NkeyOptionFromSeed, nats --nkey, chatctl --nats-nkey).
+func (s *System) NATSKeyFile() string { return s.natsKey }
+
+// NATSAuth is the nats.Option that authenticates with NATSKeyFile.
+func (s *System) NATSAuth() (nats.Option, error) { return nats.NkeyOptionFromSeed(s.natsKey) }
 
 // Gateway is the running gateway.
 func (s *System) Gateway() *gateway.Gateway { return s.gateway }
@@ -227,6 +285,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if s.ops != nil {
+		_ = s.ops.Shutdown(ctx)
 	}
 	if s.gateway != nil {
 		if err := s.gateway.Shutdown(ctx); err != nil {
@@ -254,6 +315,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 func (s *System) close() {
 	if s.listener != nil {
 		_ = s.listener.Close()
+	}
+	if s.opsLn != nil {
+		_ = s.opsLn.Close()
 	}
 	for _, nc := range s.conns {
 		nc.Close()

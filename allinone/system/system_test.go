@@ -417,7 +417,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	c := dial(t, s.URL(), nil)
 	c.join("rooms:lobby", "1")
-	res, err = http.Get(s.URL() + "/metrics")
+	res, err = http.Get(s.OpsURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@
 #   ROUTE_PORTS         cluster (route) ports                   [6222 6223 6224]
 #   MONITOR_PORTS       NATS monitoring ports                   [8222 8223 8224]
 #   GATEWAY_ADDRS       gateway A and B                         [127.0.0.1:4001 127.0.0.1:4002]
+#   GATEWAY_OPS_ADDRS   their ops endpoints (/metrics)          [127.0.0.1:4101 127.0.0.1:4102]
 #   ROOMSVC_ADDRS       roomsvc ops endpoints                   [127.0.0.1:4011 127.0.0.1:4021]
 #   AUTHSVC_ADDRS       authsvc ops endpoints                   [127.0.0.1:4012 127.0.0.1:4022]
 #   READY_TIMEOUT       seconds to wait for each /readyz        [30]
@@ -29,6 +30,7 @@ read -r -a NATS_PORTS <<<"${NATS_PORTS:-4222 4223 4224}"
 read -r -a ROUTE_PORTS <<<"${ROUTE_PORTS:-6222 6223 6224}"
 read -r -a MONITOR_PORTS <<<"${MONITOR_PORTS:-8222 8223 8224}"
 read -r -a GATEWAY_ADDRS <<<"${GATEWAY_ADDRS:-127.0.0.1:4001 127.0.0.1:4002}"
+read -r -a GATEWAY_OPS_ADDRS <<<"${GATEWAY_OPS_ADDRS:-127.0.0.1:4101 127.0.0.1:4102}"
 read -r -a ROOMSVC_ADDRS <<<"${ROOMSVC_ADDRS:-127.0.0.1:4011 127.0.0.1:4021}"
 read -r -a AUTHSVC_ADDRS <<<"${AUTHSVC_ADDRS:-127.0.0.1:4012 127.0.0.1:4022}"
 READY_TIMEOUT=${READY_TIMEOUT:-30}
@@ -42,8 +44,8 @@ die() {
 
 [ ${#NATS_PORTS[@]} -eq 3 ] && [ ${#ROUTE_PORTS[@]} -eq 3 ] && [ ${#MONITOR_PORTS[@]} -eq 3 ] ||
 	die "NATS_PORTS, ROUTE_PORTS and MONITOR_PORTS need 3 ports each"
-[ ${#GATEWAY_ADDRS[@]} -eq 2 ] && [ ${#ROOMSVC_ADDRS[@]} -eq 2 ] && [ ${#AUTHSVC_ADDRS[@]} -eq 2 ] ||
-	die "GATEWAY_ADDRS, ROOMSVC_ADDRS and AUTHSVC_ADDRS need 2 addresses each"
+[ ${#GATEWAY_ADDRS[@]} -eq 2 ] && [ ${#GATEWAY_OPS_ADDRS[@]} -eq 2 ] && [ ${#ROOMSVC_ADDRS[@]} -eq 2 ] && [ ${#AUTHSVC_ADDRS[@]} -eq 2 ] ||
+	die "GATEWAY_ADDRS, GATEWAY_OPS_ADDRS, ROOMSVC_ADDRS and AUTHSVC_ADDRS need 2 addresses each"
 command -v curl >/dev/null || die "curl is needed to wait for the /readyz endpoints"
 
 # Every binary must be there before anything starts.
@@ -59,7 +61,7 @@ taken=()
 for p in "${NATS_PORTS[@]}" "${ROUTE_PORTS[@]}" "${MONITOR_PORTS[@]}"; do
 	if port_taken "$HOST" "$p"; then taken+=("$HOST:$p"); fi
 done
-for a in "${GATEWAY_ADDRS[@]}" "${ROOMSVC_ADDRS[@]}" "${AUTHSVC_ADDRS[@]}"; do
+for a in "${GATEWAY_ADDRS[@]}" "${GATEWAY_OPS_ADDRS[@]}" "${ROOMSVC_ADDRS[@]}" "${AUTHSVC_ADDRS[@]}"; do
 	if port_taken "${a%:*}" "${a##*:}"; then taken+=("$a"); fi
 done
 [ ${#taken[@]} -eq 0 ] || die "already in use: ${taken[*]} (is \`make run\` or another cluster running? the *_PORTS / *_ADDRS variables move them)"
@@ -172,8 +174,8 @@ start authsvc-2 "$BIN/authsvc" serve --http-addr "${AUTHSVC_ADDRS[1]}" --auth-kv
 start roomsvc-1 "$BIN/roomsvc" --http-addr "${ROOMSVC_ADDRS[0]}" --rooms-kv-replicas 3
 wait_http roomsvc-1 "http://${ROOMSVC_ADDRS[0]}/readyz"
 start roomsvc-2 "$BIN/roomsvc" --http-addr "${ROOMSVC_ADDRS[1]}" --rooms-kv-replicas 3
-start gateway-a "$BIN/gateway" --http-addr "${GATEWAY_ADDRS[0]}" --gateway-name gw-a --gateway-dev-login --gateway-assets-dir "$ASSETS"
-start gateway-b "$BIN/gateway" --http-addr "${GATEWAY_ADDRS[1]}" --gateway-name gw-b --gateway-dev-login --gateway-assets-dir "$ASSETS"
+start gateway-a "$BIN/gateway" --http-addr "${GATEWAY_ADDRS[0]}" --ops-addr "${GATEWAY_OPS_ADDRS[0]}" --gateway-name gw-a --gateway-dev-login --gateway-assets-dir "$ASSETS"
+start gateway-b "$BIN/gateway" --http-addr "${GATEWAY_ADDRS[1]}" --ops-addr "${GATEWAY_OPS_ADDRS[1]}" --gateway-name gw-b --gateway-dev-login --gateway-assets-dir "$ASSETS"
 wait_http roomsvc-2 "http://${ROOMSVC_ADDRS[1]}/readyz"
 wait_http authsvc-1 "http://${AUTHSVC_ADDRS[0]}/readyz"
 wait_http authsvc-2 "http://${AUTHSVC_ADDRS[1]}/readyz"
@@ -184,6 +186,7 @@ cat <<EOF
 
   Chat, gateway A:  http://${GATEWAY_ADDRS[0]}     (dev login on)
   Chat, gateway B:  http://${GATEWAY_ADDRS[1]}
+  gateway ops:      http://${GATEWAY_OPS_ADDRS[0]}/metrics  http://${GATEWAY_OPS_ADDRS[1]}/metrics
   NATS seed list:   $SEEDS
   NATS monitoring:  http://$HOST:${MONITOR_PORTS[0]}  http://$HOST:${MONITOR_PORTS[1]}  http://$HOST:${MONITOR_PORTS[2]}
   roomsvc ops:      http://${ROOMSVC_ADDRS[0]}/readyz  http://${ROOMSVC_ADDRS[1]}/readyz   (KV replicas 3)

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/viper"
@@ -27,7 +28,8 @@ func Settings(d gateway.Options) []svckit.Setting {
 	return []svckit.Setting{
 		{Key: "gateway.name", Default: d.Name, Help: "this gateway's name in logs and service requests (default: host name)"},
 		{Key: "gateway.allow_anonymous", Default: d.AllowAnonymous, Help: "accept sockets without a token (a bad token is always refused with 403)"},
-		{Key: "gateway.dev_login", Default: d.DevLogin, Help: "serve GET /token?user_id=NAME (development only)"},
+		{Key: "gateway.dev_login", Default: d.DevLogin, Help: "serve GET /token?user_id=NAME (development only; refused on a non-loopback listen address unless gateway.dev_login_public)"},
+		{Key: "gateway.dev_login_public", Default: false, Help: "allow gateway.dev_login on a listen address beyond loopback (anyone who reaches it gets a token for any name)"},
 		{Key: "gateway.request_timeout", Default: d.RequestTimeout, Help: "timeout of each request to a service"},
 		{Key: "gateway.send_queue", Default: d.SendQueueLen, Help: "frames queued per socket before it is closed as a slow consumer"},
 		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets with no traffic for this long"},
@@ -41,6 +43,18 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: same host; *: any)"},
 		{Key: "gateway.assets_dir", Default: d.AssetsDir, Help: "folder holding phoenix.min.js from npm, for the chat page"},
 	}
+}
+
+// CheckDevLogin refuses the development login, which signs a token for
+// any name, on a listen address beyond loopback, unless
+// gateway.dev_login_public forces it (a container whose published port is
+// on the host's loopback, say).
+func CheckDevLogin(v *viper.Viper, addr string) error {
+	if v.GetBool("gateway.dev_login") && !v.GetBool("gateway.dev_login_public") && !svckit.Loopback(addr) {
+		return fmt.Errorf("gateway.dev_login signs a token for any name, and %s is reachable beyond this machine: "+
+			"turn it off (--gateway-dev-login=false), listen on loopback, or force it with --gateway-dev-login-public", addr)
+	}
+	return nil
 }
 
 // Options reads the gateway.* keys. Conn and Logger are left to the caller.

@@ -198,7 +198,7 @@ func (h *Hub) Join(ctx context.Context, topic string, s *session.Session, want *
 func (h *Hub) startFeed() *feed {
 	f := &feed{ready: make(chan struct{})}
 	f.rd = &reader{
-		js: h.js, heartbeat: h.opts.Heartbeat,
+		nc: h.opts.Conn, js: h.js, heartbeat: h.opts.Heartbeat,
 		deliver: h.dispatch,
 		onError: func(err error) {
 			h.metrics.RoomConsumerErrors.Inc()

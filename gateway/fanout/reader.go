@@ -2,9 +2,14 @@ package fanout
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,11 +25,20 @@ import (
 // sequence, the consumer gone with its NATS node) it replaces the consumer
 // with one that starts at that sequence.
 //
+// The consumer is a push consumer that roomsvc makes for the reader
+// (proto.SubjectFeedCreate): the gateway's NATS user may not create
+// consumers, whose deliver subject nats-server does not check. It
+// delivers to a subject derived from a secret key the reader draws for
+// each consumer, where the reader subscribes before asking for it. Without
+// roomsvc on NATS (no responders: tests, a bare nats-server) the reader
+// makes the same consumer itself, where its permissions allow.
+//
 // nats.go's ordered consumer does the same, but its recreation backs off
 // from 1s to 10s with 10s attempts, which turned a NATS node failure into a
 // ten-second silence in the fault tests; here attempts are short and
 // frequent, and a reconnect recreates at once.
 type reader struct {
+	nc        *nats.Conn
 	js        jetstream.JetStream
 	heartbeat time.Duration
 	// deliver gets each message's subject (its room) and data.
@@ -43,15 +57,17 @@ type reader struct {
 	gen  int    // bumped by each new consumer; older deliveries are ignored
 	next uint64 // stream sequence of the next message to deliver
 	dseq uint64 // consumer sequence of the last message delivered
-	cons jetstream.Consumer
-	cc   jetstream.ConsumeContext
+	key  string // the current consumer's key (proto.FeedRequest)
+	name string // and its name
+	sub  *nats.Subscription
+	// seen is set by every message of the current consumer; watch clears
+	// it every two heartbeats and replaces a consumer that stayed silent.
+	seen  atomic.Bool
+	watch *time.Timer
 }
 
 // Errors after which a consumer is replaced.
-var replaceOn = []error{
-	jetstream.ErrNoHeartbeat, jetstream.ErrConsumerDeleted, jetstream.ErrConsumerNotFound,
-	jetstream.ErrConsumerLeadershipChanged, nats.ErrNoResponders, errGap,
-}
+var replaceOn = []error{jetstream.ErrNoHeartbeat, jetstream.ErrConsumerDeleted, errGap}
 
 var (
 	errGap     = errors.New("fanout: gap in the consumer's sequence")
@@ -82,6 +98,11 @@ func (rd *reader) start(ctx context.Context) error {
 // time (start, then the supervisor); the lock is not held while the
 // server makes the consumer, which can take seconds during an election.
 func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
+	key, err := newFeedKey()
+	if err != nil {
+		return gap, err
+	}
+	name := proto.FeedName(key)
 	rd.mu.Lock()
 	if rd.stopped() {
 		rd.mu.Unlock()
@@ -89,65 +110,72 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	}
 	rd.dropLocked()
 	rd.gen++ // from here on, the old consumer's deliveries and errors are ignored
+	rd.dseq = 0
 	gen, next := rd.gen, rd.next
 	rd.mu.Unlock()
 
-	// No filter: the stream holds only room subjects, and an unfiltered
-	// consumer's next message is simply the next in the stream.
-	cons, err := rd.js.CreateConsumer(ctx, proto.RoomStream, jetstream.ConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   next,
-		AckPolicy:     jetstream.AckNonePolicy,
-		// One reader, in memory, on one node: if that node dies the
-		// reader notices (heartbeats) and makes another.
-		Replicas:      1,
-		MemoryStorage: true,
-		// Left behind when this gateway loses NATS for good; the server
-		// removes it.
-		InactiveThreshold: time.Minute,
-	})
+	// Listen first: the consumer delivers as soon as it exists.
+	sub, err := rd.nc.Subscribe(proto.FeedSubject(key), func(m *nats.Msg) { rd.receive(gen, name, m) })
 	if err != nil {
-		return gap, fmt.Errorf("fanout: consumer of %s: %w", proto.RoomStream, err)
+		return gap, fmt.Errorf("fanout: subscribe to the room feed: %w", err)
+	}
+	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	rep, err := rd.create(ctx, proto.FeedRequest{Key: key, StartSeq: next, Heartbeat: rd.heartbeat})
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return gap, err
 	}
 
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	if rd.stopped() {
+	if rd.stopped() || gen != rd.gen {
 		// stopped meanwhile: a consumer kept now would never be stopped
-		rd.deleteAsync(cons)
+		_ = sub.Unsubscribe()
+		rd.deleteAsync(key)
 		return gap, errStopped
 	}
-	// The server starts a consumer at the stream's first message when the
-	// one asked for is gone, and reports it as already delivered.
-	if first := cons.CachedInfo().Delivered.Stream + 1; first > next {
-		gap = [2]uint64{next, first - 1}
-		rd.next = first
+	if rep.FirstSeq > next {
+		gap = [2]uint64{next, rep.FirstSeq - 1}
+		rd.next = max(rd.next, rep.FirstSeq)
 	}
-	rd.dseq = 0
-	cc, err := cons.Consume(func(m jetstream.Msg) { rd.receive(gen, m) },
-		jetstream.PullHeartbeat(rd.heartbeat),
-		jetstream.PullExpiry(max(30*time.Second, 3*rd.heartbeat)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			rd.mu.Lock()
-			stale := gen != rd.gen
-			rd.mu.Unlock()
-			if stale {
-				return
-			}
-			rd.onError(err)
-			for _, e := range replaceOn {
-				if errors.Is(err, e) {
-					rd.replace()
-					return
-				}
-			}
-		}))
-	if err != nil {
-		rd.deleteAsync(cons)
-		return gap, fmt.Errorf("fanout: consume %s: %w", proto.RoomStream, err)
-	}
-	rd.cons, rd.cc = cons, cc
+	rd.sub, rd.key, rd.name = sub, key, name
+	rd.seen.Store(true)
+	rd.watch = time.AfterFunc(2*rd.heartbeat, func() { rd.check(gen) })
 	return gap, nil
+}
+
+// create asks roomsvc for the consumer, or makes it when no roomsvc
+// listens.
+func (rd *reader) create(ctx context.Context, req proto.FeedRequest) (proto.FeedReply, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return proto.FeedReply{}, err
+	}
+	var rep proto.FeedReply
+	m, err := rd.nc.RequestWithContext(ctx, proto.SubjectFeedCreate, data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		rep = proto.CreateFeed(ctx, rd.js, req)
+	case err != nil:
+		return rep, fmt.Errorf("fanout: consumer of %s: %w", proto.RoomStream, err)
+	default:
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			return rep, fmt.Errorf("fanout: consumer of %s: bad reply %q", proto.RoomStream, m.Data)
+		}
+	}
+	if rep.Error != "" {
+		return rep, fmt.Errorf("fanout: consumer of %s: %s", proto.RoomStream, rep.Error)
+	}
+	return rep, nil
+}
+
+// newFeedKey draws a consumer's secret key.
+func newFeedKey() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 // stopped reports whether stop was called.
@@ -160,9 +188,43 @@ func (rd *reader) stopped() bool {
 	}
 }
 
-func (rd *reader) receive(gen int, m jetstream.Msg) {
+// check replaces the consumer of generation gen if nothing came from it,
+// not even a heartbeat, for two heartbeats.
+func (rd *reader) check(gen int) {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if gen != rd.gen || rd.stopped() {
+		return
+	}
+	if rd.seen.Swap(false) {
+		rd.watch.Reset(2 * rd.heartbeat)
+		return
+	}
+	go rd.fail(gen, jetstream.ErrNoHeartbeat)
+}
+
+// fail reports err from the consumer of generation gen and replaces it.
+func (rd *reader) fail(gen int, err error) {
+	rd.mu.Lock()
+	stale := gen != rd.gen
+	rd.mu.Unlock()
+	if stale {
+		return
+	}
+	rd.onError(err)
+	rd.replace()
+}
+
+func (rd *reader) receive(gen int, name string, m *nats.Msg) {
+	rd.seen.Store(true)
+	if len(m.Data) == 0 && m.Header != nil {
+		if status := m.Header.Get("Status"); status != "" {
+			rd.control(gen, status, m)
+			return
+		}
+	}
 	meta, err := m.Metadata()
-	if err != nil {
+	if err != nil || meta.Consumer != name {
 		return
 	}
 	rd.mu.Lock()
@@ -171,11 +233,11 @@ func (rd *reader) receive(gen int, m jetstream.Msg) {
 		return
 	}
 	if meta.Sequence.Consumer != rd.dseq+1 {
-		// A message went to an inbox nobody listened to (during a
-		// reconnect): start again from the first one not delivered.
+		// A message was lost (the subscription overflowed, or the server
+		// sent it during a reconnect): start again from the first one not
+		// delivered.
 		rd.mu.Unlock()
-		rd.onError(errGap)
-		rd.replace()
+		rd.fail(gen, errGap)
 		return
 	}
 	rd.dseq = meta.Sequence.Consumer
@@ -183,7 +245,28 @@ func (rd *reader) receive(gen int, m jetstream.Msg) {
 	rd.mu.Unlock()
 	// The subscription calls this for one message at a time, so the
 	// stream's order holds without holding the lock while delivering.
-	rd.deliver(m.Subject(), m.Data())
+	rd.deliver(m.Subject, m.Data)
+}
+
+// control handles the consumer's status messages: an idle heartbeat names
+// the last message the consumer sent, so that a lost last message is
+// noticed too; a 409 says the consumer is gone.
+func (rd *reader) control(gen int, status string, m *nats.Msg) {
+	switch status {
+	case "100":
+		last, err := strconv.ParseUint(m.Header.Get("Nats-Last-Consumer"), 10, 64)
+		if err != nil {
+			return
+		}
+		rd.mu.Lock()
+		lost := gen == rd.gen && last > rd.dseq
+		rd.mu.Unlock()
+		if lost {
+			rd.fail(gen, errGap)
+		}
+	case "409":
+		rd.fail(gen, jetstream.ErrConsumerDeleted)
+	}
 }
 
 // replace asks the supervisor for a new consumer.
@@ -236,21 +319,27 @@ func (rd *reader) stop() {
 	rd.dropLocked()
 }
 
-// dropLocked stops the current consumer and deletes it from the server
-// rather than leave it there until its inactivity threshold.
+// dropLocked stops listening to the current consumer and deletes it
+// from the server rather than leave it there until its inactivity
+// threshold.
 func (rd *reader) dropLocked() {
-	if rd.cc != nil {
-		rd.cc.Stop()
-		rd.deleteAsync(rd.cons)
-		rd.cc, rd.cons = nil, nil
+	if rd.sub != nil {
+		_ = rd.sub.Unsubscribe()
+		rd.watch.Stop()
+		rd.deleteAsync(rd.key)
+		rd.sub, rd.key, rd.name = nil, "", ""
 	}
 }
 
-func (rd *reader) deleteAsync(cons jetstream.Consumer) {
-	name := cons.CachedInfo().Name
+// deleteAsync has roomsvc delete the consumer made for key, or deletes it
+// when no roomsvc listens.
+func (rd *reader) deleteAsync(key string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = rd.js.DeleteConsumer(ctx, proto.RoomStream, name)
+		data, _ := json.Marshal(proto.FeedRequest{Key: key})
+		if _, err := rd.nc.RequestWithContext(ctx, proto.SubjectFeedDelete, data); errors.Is(err, nats.ErrNoResponders) {
+			proto.DeleteFeed(ctx, rd.js, key)
+		}
 	}()
 }

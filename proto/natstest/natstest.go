@@ -20,6 +20,9 @@ type Options struct {
 	StoreDir string
 	// Port defaults to a random free port (-1).
 	Port int
+	// NKey, an nkey user's public key, makes it the only user: clients
+	// connect with its seed (nats.NkeyOptionFromSeed).
+	NKey string
 }
 
 // Start runs a nats-server for the duration of the test.
@@ -32,6 +35,9 @@ func Start(t testing.TB, o Options) *server.Server {
 		NoSigs:    true,
 		JetStream: !o.NoJetStream,
 		StoreDir:  o.StoreDir,
+	}
+	if o.NKey != "" {
+		opts.Nkeys = []*server.NkeyUser{{Nkey: o.NKey}}
 	}
 	if opts.Port == 0 {
 		opts.Port = -1

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,6 +83,9 @@ func Start(opts Options) (*Service, error) {
 		proto.SubjectMembersRevoke:        s.handleMembership,
 		proto.SubjectMembersList:          s.handleMembership,
 	}
+	// Gateways may not create consumers of the room stream themselves
+	// (proto.SubjectFeedCreate says why): roomsvc makes them their feeds.
+	maps.Copy(handlers, proto.FeedHandlers(opts.Store.js, opts.StoreTimeout, opts.Logger))
 	var err error
 	if s.subs, err = proto.Serve(opts.Conn, opts.QueueGroup, handlers, opts.Wrap); err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)

@@ -22,12 +22,16 @@ import (
 
 func main() {
 	svckit.Exit(svckit.Service{
-		Name:     "gateway",
-		OpsAddr:  "127.0.0.1:4000", // the gateway serves sockets and ops on one address
-		Settings: gwcfg.Settings(gwcfg.Defaults()),
+		Name:    "gateway",
+		OpsAddr: "127.0.0.1:4000", // the public endpoint: sockets, page, /healthz, /readyz
+		// /metrics stays off the public endpoint, on ops.addr.
+		PublicOpsAddr: "127.0.0.1:4010",
+		Settings:      gwcfg.Settings(gwcfg.Defaults()),
 		Check: func(v *viper.Viper) error {
-			_, err := gwcfg.Options(v)
-			return err
+			if _, err := gwcfg.Options(v); err != nil {
+				return err
+			}
+			return gwcfg.CheckDevLogin(v, v.GetString("http.addr"))
 		},
 		Start: func(_ context.Context, v *viper.Viper, nc *nats.Conn, log *slog.Logger) (http.Handler, func(context.Context) error, error) {
 			opts, err := gwcfg.Options(v)

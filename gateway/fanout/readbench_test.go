@@ -1,0 +1,94 @@
+package fanout
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/gateway/wire"
+)
+
+// atomicSink is a transport that counts deliveries from the reader's
+// goroutine.
+type atomicSink struct{ n atomic.Int64 }
+
+func (c *atomicSink) Serializer() wire.Serializer { return wire.V2 }
+func (c *atomicSink) Deliver(session.Frame)       { c.n.Add(1) }
+func (c *atomicSink) Close(session.Disconnect)    {}
+
+// BenchmarkReadStream measures the reader: b.N messages stored in the room
+// stream while the Hub reads it, until the one local socket has them all
+// (one NATS server on loopback, up to 2,000 publishes awaiting their acks).
+func BenchmarkReadStream(b *testing.B) {
+	h, pub := newHub(b)
+	s := &atomicSink{}
+	sess, _ := session.New(&session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}, s, "")
+	if err := h.Join(context.Background(), "rooms:lobby", sess, nil); err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
+	js, err := jetstream.New(pub, jetstream.WithPublishAsyncMaxPending(2000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := js.PublishAsync("phx.room.rooms:lobby", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	deadline := time.Now().Add(time.Minute)
+	for s.n.Load() < int64(b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d delivered", s.n.Load(), b.N)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkReadStored measures the reader alone: b.N messages already in
+// the stream, read from the first by a new reader (consumer creation
+// included).
+func BenchmarkReadStored(b *testing.B) {
+	h, pub := newHub(b)
+	js, err := jetstream.New(pub, jetstream.WithPublishAsyncMaxPending(2000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
+	for range b.N {
+		if _, err := js.PublishAsync("phx.room.rooms:lobby", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	var n atomic.Int64
+	all := make(chan struct{})
+	rd := &reader{nc: h.opts.Conn, js: h.js, heartbeat: time.Second, next: 1,
+		deliver: func(string, []byte) {
+			if n.Add(1) == int64(b.N) {
+				close(all)
+			}
+		},
+		onError: func(err error) { b.Error(err) }, onGap: func(from, to uint64) { b.Errorf("gap %d-%d", from, to) },
+		restart: make(chan struct{}, 1), done: make(chan struct{})}
+	b.ResetTimer()
+	if _, err := rd.consume(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(time.Minute):
+		b.Fatalf("%d of %d delivered", n.Load(), b.N)
+	}
+	b.StopTimer()
+	rd.stop()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
