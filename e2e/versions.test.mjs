@@ -34,7 +34,7 @@
 //   4. 100 pushes reach the member (and the sender) in order;
 //   5. after leave() is acknowledged, the member's message does not reach
 //      the sender;
-//   6. a socket heartbeating every 250 ms stays open 2 s, its heartbeats
+//   6. a socket heartbeating every 500 ms stays open 3 s, its heartbeats
 //      answered (LongPoll sends none: phoenix.js skips them there), and no
 //      socket of the scenario reconnects.
 // The releases run concurrently; rooms:lobby is shared with the other test
@@ -61,13 +61,14 @@ const LOBBY = "rooms:lobby";
 const T = { timeout: 30000 };
 const N = 100;
 // phoenix.js reconnects when a heartbeat's reply has not come by the next
-// one: 250 ms leaves a loaded CI machine room to answer.
-const HEARTBEAT_MS = 250;
+// one: 500 ms leaves a loaded machine room to answer (250 ms failed with
+// other test suites running beside this one).
+const HEARTBEAT_MS = 500;
 // phoenix.js 1.5 starts its first heartbeat with a timer it does not keep,
 // so a socket it disconnected holds Node up to twice the heartbeat interval
-// (30 s by default): the other sockets of the scenario heartbeat every 500 ms.
-const SLOW_HEARTBEAT_MS = 500;
-const STAY_OPEN_MS = 2000;
+// (30 s by default): the other sockets of the scenario heartbeat every second.
+const SLOW_HEARTBEAT_MS = 1000;
+const STAY_OPEN_MS = 3000;
 const NO_LONGPOLL = "phoenix.js before 1.8 cannot long-poll in Node: its Ajax needs a browser global "
   + "(self or window) with XMLHttpRequest (see the top of this file)";
 
@@ -159,8 +160,8 @@ async function scenario(sockets, opts, heartbeats) {
     assert.equal(s.isConnected(), true, `${who} socket is connected`);
   }
   if (heartbeats) {
-    assert.ok(beat.life.heartbeatReplies >= 5,
-      `heartbeat replies in ${STAY_OPEN_MS} ms every ${HEARTBEAT_MS} ms: want >= 5, got ${beat.life.heartbeatReplies}`);
+    assert.ok(beat.life.heartbeatReplies >= 4,
+      `heartbeat replies in ${STAY_OPEN_MS} ms every ${HEARTBEAT_MS} ms: want >= 4, got ${beat.life.heartbeatReplies}`);
   }
   [beat, sender, member].forEach(({ s }) => sockets.disconnect(s));
 }

@@ -45,9 +45,10 @@ type reader struct {
 	deliver func(subject string, data []byte)
 	onError func(err error)
 	// onGap reports stream sequences from..to that the reader owed but
-	// the stream no longer holds (its limits removed them while the
-	// gateway could not read): it cannot tell which rooms they were for,
-	// so every room must assume they held some of its messages.
+	// the stream no longer holds (its limits removed them, or they were
+	// deleted, before the consumer sent them): it cannot tell which rooms
+	// they were for, so every room must assume they held some of its
+	// messages.
 	onGap func(from, to uint64)
 
 	restart chan struct{} // buffered(1): a replacement is due
@@ -240,9 +241,19 @@ func (rd *reader) receive(gen int, name string, m *nats.Msg) {
 		rd.fail(gen, errGap)
 		return
 	}
+	// The consumer reads the whole stream, so a stream sequence skipped
+	// while the consumer's own is contiguous is a message the stream
+	// dropped (its limits, a deletion) before the consumer sent it: lost.
+	var lost [2]uint64
+	if meta.Sequence.Stream > rd.next {
+		lost = [2]uint64{rd.next, meta.Sequence.Stream - 1}
+	}
 	rd.dseq = meta.Sequence.Consumer
 	rd.next = meta.Sequence.Stream + 1
 	rd.mu.Unlock()
+	if lost[0] != 0 {
+		rd.onGap(lost[0], lost[1])
+	}
 	// The subscription calls this for one message at a time, so the
 	// stream's order holds without holding the lock while delivering.
 	rd.deliver(m.Subject, m.Data)

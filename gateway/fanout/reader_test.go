@@ -2,6 +2,10 @@ package fanout
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/phxnats/phxnats/gateway/metrics"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/proto"
 )
 
 // atomicSink is a transport that counts deliveries from the reader's
@@ -91,4 +96,69 @@ func BenchmarkReadStored(b *testing.B) {
 	b.StopTimer()
 	rd.stop()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// A message the stream drops before the reader's consumer sent it leaves
+// the consumer's own sequence contiguous; the jump in the stream's
+// sequence is what tells the reader it lost something.
+func TestReaderReportsStreamSequenceGaps(t *testing.T) {
+	h, pub := newHub(t)
+	js, err := jetstream.New(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := js.Publish(ctx, "phx.room.rooms:lobby", fmt.Appendf(nil, `{"event":"new_msg","payload":{"n":%d}}`, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := js.Stream(ctx, proto.RoomStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{4, 5, 9} { // unread: the reader starts at 1
+		if err := st.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []uint64
+	var gaps [][2]uint64
+	done := make(chan struct{})
+	rd := &reader{nc: h.opts.Conn, js: h.js, heartbeat: time.Second, next: 1,
+		deliver: func(_ string, data []byte) {
+			var b struct{ Payload struct{ N uint64 } }
+			_ = json.Unmarshal(data, &b)
+			mu.Lock()
+			got = append(got, b.Payload.N)
+			if len(got) == 7 {
+				close(done)
+			}
+			mu.Unlock()
+		},
+		onError: func(err error) { t.Error(err) },
+		onGap: func(from, to uint64) {
+			mu.Lock()
+			gaps = append(gaps, [2]uint64{from, to})
+			mu.Unlock()
+		},
+		restart: make(chan struct{}, 1), done: make(chan struct{})}
+	if _, err := rd.consume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rd.stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not every stored message was delivered")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint64{1, 2, 3, 6, 7, 8, 10}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	if want := [][2]uint64{{4, 5}, {9, 9}}; !slices.Equal(gaps, want) {
+		t.Fatalf("gaps %v, want %v", gaps, want)
+	}
 }
