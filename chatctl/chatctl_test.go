@@ -210,8 +210,8 @@ func TestDisconnect(t *testing.T) {
 		if m.Subject != tt.subject {
 			t.Fatalf("published on %s, want %s", m.Subject, tt.subject)
 		}
-		if user, err := proto.UserFromSubject(m.Subject); err != nil || user != tt.user {
-			t.Fatalf("gateways read user %q, %v", user, err)
+		if user, ok := proto.IsDisconnect(m.Subject, m.Data); !ok || user != tt.user {
+			t.Fatalf("gateways read user %q from %s (a disconnect: %v)", user, m.Data, ok)
 		}
 	}
 }

@@ -219,7 +219,7 @@ func cmdDisconnect(cfg config, args []string, stdout io.Writer) error {
 	if err := proto.ValidUserID(user); err != nil {
 		return invalidf("user %q: %v", user, err)
 	}
-	subject, err := proto.DisconnectSubject(user)
+	subject, data, err := proto.DisconnectMessage(user)
 	if err != nil {
 		return invalidf("user %q: %v", user, err)
 	}
@@ -230,7 +230,7 @@ func cmdDisconnect(cfg config, args []string, stdout io.Writer) error {
 	defer c.close()
 	// Not request/reply: gateways do not answer, so the flush (the server
 	// has the message) is all there is to wait for.
-	if err := c.nc.Publish(subject, nil); err != nil {
+	if err := c.nc.Publish(subject, data); err != nil {
 		return fmt.Errorf("publish on %s: %v", subject, err)
 	}
 	ctx, cancel := c.context()

@@ -162,3 +162,27 @@ func FuzzIgnoreUpdate(f *testing.F) {
 		}
 	})
 }
+
+func TestIsDisconnect(t *testing.T) {
+	subject, data, err := DisconnectMessage("a.b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		subject, data string
+		ok            bool
+	}{
+		{subject, string(data), true},
+		{subject, ``, false},
+		{subject, `{}`, false},
+		{subject, `{"stream":"PHX_ROOMS","seq":7}`, false}, // a JetStream acknowledgement aimed here
+		{subject, `{"disconnect":"alice"}`, false},         // another user's
+		{"phx.user.a_2Eb.kick", string(data), false},
+		{"phx.user.a_2Eb.disconnect", `{"disconnect":"a.b"}`, true},
+	} {
+		user, ok := IsDisconnect(tc.subject, []byte(tc.data))
+		if ok != tc.ok || ok && user != "a.b" {
+			t.Errorf("IsDisconnect(%s, %s) = %q, %v; want ok=%v", tc.subject, tc.data, user, ok, tc.ok)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -138,10 +139,42 @@ const DisconnectSubjectAll = "phx.user.*.disconnect"
 // "phx.user.<user>.disconnect", the user id escaped as by EncodeTopic.
 //
 // Publishers: operators, the login service on logout or ban. Subscribers:
-// every gateway. Not request/reply; the payload is ignored. The sockets are
-// closed with code 1001, after which phoenix.js reconnects, and a user whose
-// token was revoked is then refused.
+// every gateway. Not request/reply; the payload is a Disconnect naming the
+// same user (DisconnectMessage makes both), and gateways ignore any other:
+// nats-server lets any client set any reply subject, so a JetStream
+// acknowledgement or a service's reply could otherwise be aimed here. The
+// sockets are closed with code 1001, after which phoenix.js reconnects, and
+// a user whose token was revoked is then refused.
 func DisconnectSubject(userID string) (string, error) { return userSubject(userID, "disconnect") }
+
+// Disconnect is the payload of a DisconnectSubject message.
+type Disconnect struct {
+	UserID string `json:"disconnect"`
+}
+
+// DisconnectMessage returns the subject and payload that close every
+// socket of userID.
+func DisconnectMessage(userID string) (subject string, data []byte, err error) {
+	if subject, err = DisconnectSubject(userID); err != nil {
+		return "", nil, err
+	}
+	data, err = Marshal(Disconnect{UserID: userID})
+	return subject, data, err
+}
+
+// IsDisconnect reports whether data, received on subject, is a disconnect
+// of the user the subject names (and not something else aimed there).
+func IsDisconnect(subject string, data []byte) (userID string, ok bool) {
+	user, err := UserFromSubject(subject)
+	if err != nil || !strings.HasSuffix(subject, ".disconnect") {
+		return "", false
+	}
+	var d Disconnect
+	if json.Unmarshal(data, &d) != nil || d.UserID != user {
+		return "", false
+	}
+	return user, true
+}
 
 // KickSubjectAll matches every KickSubject; each gateway holds one
 // subscription on it.

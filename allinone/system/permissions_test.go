@@ -419,7 +419,7 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 		}
 	}
 	bye, _ := proto.DisconnectSubject("bob")
-	publishJSON(t, onc, bye, struct{}{})
+	publishJSON(t, onc, bye, proto.Disconnect{UserID: "bob"})
 	if code := bob.closeCode(); code != websocket.CloseGoingAway {
 		t.Fatalf("bob's socket closed with %d, want 1001 (disconnect)", code)
 	}

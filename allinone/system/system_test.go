@@ -529,12 +529,30 @@ func TestForcedDisconnectAcrossGateways(t *testing.T) {
 	for _, c := range []*client{aliceA, aliceB, bob} {
 		c.join("rooms:lobby", "1")
 	}
-	subject, err := proto.DisconnectSubject("alice")
+	subject, data, err := proto.DisconnectMessage("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	nc := natsConn(t, s)
-	if err := nc.Publish(subject, nil); err != nil {
+	// Messages on the subject that are no disconnect of alice change
+	// nothing: any NATS client may aim a reply there, as a JetStream
+	// acknowledgement aimed by a publisher's reply subject is here.
+	if err := nc.PublishRequest(proto.RoomSubjectPrefix+"rooms:lobby", subject, []byte(`{"event":"new_msg","payload":{"body":"aimed"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, wrong := range [][]byte{nil, []byte(`{}`), []byte(`{"disconnect":"bob"}`)} {
+		if err := nc.Publish(subject, wrong); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // room for a wrong disconnect to close the sockets
+	for _, c := range []*client{aliceA, aliceB} {
+		c.expect(`[null,null,"rooms:lobby","new_msg",{"body":"aimed"}]`)
+		c.send(`[null,"9","phoenix","heartbeat",{}]`)
+		c.expect(`[null,"9","phoenix","phx_reply",{"response":{},"status":"ok"}]`)
+	}
+	bob.expect(`[null,null,"rooms:lobby","new_msg",{"body":"aimed"}]`)
+	if err := nc.Publish(subject, data); err != nil {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]*client{"gateway A": aliceA, "gateway B": aliceB} {

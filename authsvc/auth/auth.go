@@ -193,8 +193,9 @@ func (s *Service) handleBan(m *nats.Msg) {
 	if err == nil && ban {
 		// The ban is stored first, so no socket this closes can come back.
 		var subject string
-		if subject, err = proto.DisconnectSubject(req.UserID); err == nil {
-			err = s.opts.Conn.Publish(subject, nil)
+		var data []byte
+		if subject, data, err = proto.DisconnectMessage(req.UserID); err == nil {
+			err = s.opts.Conn.Publish(subject, data)
 		}
 	}
 	if err != nil {

@@ -214,9 +214,10 @@ func (r *Registry) handleIgnores(m *nats.Msg) {
 // handleDisconnect closes every local socket of a user (logout, ban), as
 // Phoenix's "disconnect" broadcast on the socket id does: code 1001.
 func (r *Registry) handleDisconnect(m *nats.Msg) {
-	user, err := proto.UserFromSubject(m.Subject)
-	if err != nil {
-		r.log.Warn("bad disconnect subject", "subject", m.Subject, "err", err)
+	user, ok := proto.IsDisconnect(m.Subject, m.Data)
+	if !ok {
+		// Any client may aim a reply (a JetStream acknowledgement) here.
+		r.log.Warn("ignored a message on a disconnect subject that is no disconnect", "subject", m.Subject, "size", len(m.Data))
 		return
 	}
 	if n := r.Disconnect(user); n > 0 {
