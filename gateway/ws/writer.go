@@ -93,7 +93,9 @@ const writePoolTake = 32
 // writer goroutine of its own.
 func (p *writePool) add(c *conn) bool {
 	p.start.Do(func() {
+		p.mu.Lock() // close reads cond.L under it, perhaps at the same time
 		p.cond.L = &p.mu
+		p.mu.Unlock()
 		for range runtime.GOMAXPROCS(0) {
 			go p.work()
 		}
