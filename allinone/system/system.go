@@ -26,6 +26,7 @@ import (
 	"github.com/phxnats/phxnats/gateway"
 	gwcfg "github.com/phxnats/phxnats/gateway/config"
 	"github.com/phxnats/phxnats/roomsvc/rooms"
+	"github.com/phxnats/phxnats/svckit"
 )
 
 // Config is the one-process system's configuration. See Defaults.
@@ -200,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("gateway: listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s.http = &http.Server{Handler: s.gateway.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http = svckit.NewHTTPServer(s.gateway.Handler())
 	go func() {
 		if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
