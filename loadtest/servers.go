@@ -17,8 +17,8 @@ import (
 
 	"github.com/phxnats/phxnats/allinone/system"
 	"github.com/phxnats/phxnats/gateway"
-	"github.com/phxnats/phxnats/roomsvc/rooms"
 	"github.com/phxnats/phxnats/loadtest/baseline"
+	"github.com/phxnats/phxnats/roomsvc/rooms"
 )
 
 func baselineMain(args []string) int {

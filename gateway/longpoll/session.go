@@ -17,7 +17,7 @@ type lpSession struct {
 	sess   *session.Session
 	expiry time.Duration
 
-	addr   string // the client address it was opened from
+	addr string // the client address it was opened from
 	// post holds the turn of the POST being read and handed to the
 	// session (one slot): a session's POSTs run one at a time, which
 	// keeps their frames in order and reads one body at a time.
