@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -61,5 +62,15 @@ func TestOps(t *testing.T) {
 	nc.Close()
 	if code, _ := get(t, srv.URL+"/healthz"); code != 503 {
 		t.Errorf("/healthz with NATS closed = %d", code)
+	}
+}
+
+// Every HTTP server of the system has timeouts: a client that sends its
+// request slowly, writes nothing or keeps an idle connection cannot hold a
+// connection forever. Writes outlast a long-poll window (10 s by default).
+func TestHTTPServerTimeouts(t *testing.T) {
+	srv := NewHTTPServer(http.NotFoundHandler())
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.WriteTimeout <= 10*time.Second {
+		t.Fatalf("timeouts: header %v, read %v, write %v, idle %v", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout)
 	}
 }
