@@ -71,10 +71,10 @@ const (
 	// maxBatch is the most frames in one ndjson POST (Phoenix's @max_poll_batch_size).
 	maxBatch = 100
 	// batchBodyFactor bounds an ndjson POST to this many MaxFrameSize: room
-	// for a base64 line of the largest binary frame and ordinary frames
-	// beside it, while memory per request stays a small multiple of a
-	// WebSocket frame's (and a session reads one POST at a time).
-	batchBodyFactor = 2
+	// for a full batch of ordinary frames and a few large ones, while memory
+	// per request stays a small multiple of a WebSocket frame's (and a
+	// session reads one POST at a time).
+	batchBodyFactor = 4
 	// writeSlack is how long a poll may take to write its answer, past
 	// its window.
 	writeSlack = 10 * time.Second

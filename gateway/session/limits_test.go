@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/phxnats/phxnats/gateway/internal/gwtest"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/proto"
@@ -65,12 +66,7 @@ func TestSharedBudgets(t *testing.T) {
 func slowPushes(t *testing.T, nc *nats.Conn) chan string {
 	t.Helper()
 	deadlines := make(chan string, 100)
-	if _, err := nc.Subscribe(proto.JoinSubject("slow"), func(m *nats.Msg) {
-		data, _ := json.Marshal(proto.OK(nil))
-		_ = m.Respond(data)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	gwtest.Respond(t, nc, proto.JoinSubject("slow"), func([]byte) any { return proto.OK(nil) })
 	if _, err := nc.Subscribe(proto.PushSubject("slow"), func(m *nats.Msg) {
 		deadlines <- m.Header.Get(proto.DeadlineHeader)
 		var req proto.PushRequest
