@@ -44,7 +44,7 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.max_pending", Default: d.MaxPending, Help: "frames of one socket that may wait behind one waiting on a service (-1: no bound)"},
 		{Key: "gateway.longpoll_max_sessions", Default: d.LongPollMaxSessions, Help: "long-poll sessions on this gateway (-1: no bound)"},
 		{Key: "gateway.longpoll_max_per_addr", Default: d.LongPollMaxPerAddr, Help: "long-poll sessions from one client address (-1: no bound)"},
-		{Key: "gateway.nats_grace", Default: d.NATSGrace, Help: "without NATS this long, close every socket (1013) and refuse new ones until it is back (-1: never)"},
+		{Key: "gateway.nats_grace", Default: d.NATSGrace, Help: "without NATS this long, close every socket (1013) and refuse new ones until it is back (-1s: never)"},
 		{Key: "gateway.longpoll_window", Default: d.LongPollWindow, Help: "how long a long-poll request waits for messages"},
 		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: same host; *: any)"},
 		{Key: "gateway.assets_dir", Default: d.AssetsDir, Help: "folder holding phoenix.min.js from npm, for the chat page"},
