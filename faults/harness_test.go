@@ -489,8 +489,9 @@ func (c *cluster) seeds(nodes ...*natsNode) string {
 func (c *cluster) startRoomsvc(seeds string) *service {
 	c.t.Helper()
 	s := &service{name: fmt.Sprintf("roomsvc-%d", len(c.rooms)+1)}
+	// The senders flood on purpose: no room budget.
 	s.proc = startProc(c.t, s.name, bin(c.t, "roomsvc"), []string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
-		"--rooms-kv-replicas", fmt.Sprint(min(3, len(c.nats)))})
+		"--rooms-kv-replicas", fmt.Sprint(min(3, len(c.nats))), "--rooms-room-rate-limit", "-1", "--rooms-room-bytes-limit", "-1"})
 	s.addr = logField(c.t, s.proc, "serving", "addr", 45*time.Second)
 	waitHTTP(c.t, s.proc, s.url()+"/readyz", 10*time.Second)
 	c.rooms = append(c.rooms, s)
@@ -517,6 +518,8 @@ func (c *cluster) startGateway(name, seeds string, extra ...string) *service {
 	s := &service{name: name}
 	s.proc = startProc(c.t, name, bin(c.t, "gateway"), append([]string{"--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--nats-url", seeds,
 		"--gateway-name", name, "--gateway-dev-login", "--gateway-request-timeout", "2s",
+		// The senders send a message every few ms, all from one address.
+		"--gateway-rate-limit", "-1", "--gateway-user-rate-limit", "-1", "--gateway-addr-rate-limit", "-1", "--gateway-max-pending", "-1",
 		"--gateway-assets-dir", filepath.Join(repoRoot, "gateway", "web", "node_modules", "phoenix", "priv", "static")}, extra...))
 	s.addr = logField(c.t, s.proc, "serving", "addr", 20*time.Second)
 	waitHTTP(c.t, s.proc, s.url()+"/readyz", 10*time.Second)

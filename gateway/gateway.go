@@ -79,6 +79,31 @@ type Options struct {
 	// no limit.
 	RateLimit float64
 	RateBurst int
+	// UserRateLimit (bursts of UserRateBurst) is the same budget for all
+	// sockets of one user on this gateway together, and AddrRateLimit
+	// (AddrRateBurst) for all sockets from one client address. Off: no
+	// limit; a burst defaults to its rate.
+	UserRateLimit float64
+	UserRateBurst int
+	AddrRateLimit float64
+	AddrRateBurst int
+	// MaxPending bounds the frames of one socket waiting for their turn
+	// behind one that waits on a service (and their payloads, together,
+	// to MaxFrameSize); one more gets {"reason":"rate limit exceeded"}.
+	// Heartbeats never wait. Off: no bound.
+	MaxPending int
+	// LongPollMaxSessions bounds the long-poll sessions of the gateway,
+	// LongPollMaxPerAddr those from one client address; a session over
+	// either is refused ({"status":500}, which phoenix.js retries). Off:
+	// no bound.
+	LongPollMaxSessions int
+	LongPollMaxPerAddr  int
+	// NATSGrace is how long the gateway keeps its sockets without a NATS
+	// connection: then it closes them all with code 1013 (phoenix.js
+	// reconnects, to a gateway behind the load balancer that has NATS),
+	// ends its long-poll sessions, and refuses new sockets with 503 until
+	// NATS is back. Off: never.
+	NATSGrace time.Duration
 	// CheckOrigin lists the browser origins allowed to connect, written as
 	// Phoenix's check_origin list ("https://example.com", "//example.com",
 	// "//*.example.com"); empty means the request's own host; "*" allows
@@ -117,9 +142,21 @@ func DefaultOptions() Options {
 		RoomHeartbeat:  fanout.DefaultHeartbeat,
 		RoomLinger:     fanout.DefaultLinger,
 		MaxChannels:    100,
-		RateLimit:      1000,
-		RateBurst:      1000,
-		LongPollWindow: longpoll.DefaultWindow,
+		// A person chats at a message a second or less: 10 frames a
+		// second per socket, 20 per user (a few tabs), 50 per address (a
+		// few people behind one NAT) leave room for pastes and joins,
+		// and bound what a flood costs the services and the stream.
+		RateLimit:           10,
+		RateBurst:           20,
+		UserRateLimit:       20,
+		UserRateBurst:       40,
+		AddrRateLimit:       50,
+		AddrRateBurst:       100,
+		MaxPending:          64,
+		LongPollMaxSessions: 10000,
+		LongPollMaxPerAddr:  50,
+		NATSGrace:           10 * time.Second,
+		LongPollWindow:      longpoll.DefaultWindow,
 	}
 }
 
@@ -142,15 +179,15 @@ func (opts Options) withDefaults() Options {
 	setDefault(&opts.RoomHeartbeat, d.RoomHeartbeat)
 	setDefault(&opts.RoomLinger, d.RoomLinger)
 	setDefault(&opts.LongPollWindow, d.LongPollWindow)
-	setDefault(&opts.RateLimit, d.RateLimit)
-	if opts.RateLimit < 0 {
-		opts.RateLimit = Off
-	}
+	rateDefault(&opts.RateLimit, &opts.RateBurst, d.RateLimit, d.RateBurst)
+	rateDefault(&opts.UserRateLimit, &opts.UserRateBurst, d.UserRateLimit, d.UserRateBurst)
+	rateDefault(&opts.AddrRateLimit, &opts.AddrRateBurst, d.AddrRateLimit, d.AddrRateBurst)
+	offDefault(&opts.MaxPending, d.MaxPending)
+	offDefault(&opts.LongPollMaxSessions, d.LongPollMaxSessions)
+	offDefault(&opts.LongPollMaxPerAddr, d.LongPollMaxPerAddr)
+	offDefault(&opts.NATSGrace, d.NATSGrace)
 	if opts.RoomLinger < 0 {
 		opts.RoomLinger = Off
-	}
-	if opts.RateLimit > 0 {
-		setDefault(&opts.RateBurst, int(opts.RateLimit))
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -165,6 +202,31 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
+// offDefault sets a zero *v to def and spells any negative as Off.
+func offDefault[T int | time.Duration](v *T, def T) {
+	switch {
+	case *v == 0:
+		*v = def
+	case *v < 0:
+		*v = Off
+	}
+}
+
+// rateDefault fills a rate limit and its burst: both defaults when the
+// limit is zero, Off when it is negative, else a burst defaulting to the
+// limit.
+func rateDefault(limit *float64, burst *int, defLimit float64, defBurst int) {
+	switch {
+	case *limit == 0:
+		*limit = defLimit
+		setDefault(burst, defBurst)
+	case *limit < 0:
+		*limit = Off
+	default:
+		setDefault(burst, int(*limit))
+	}
+}
+
 // Gateway serves Phoenix sockets. Create it with New.
 type Gateway struct {
 	opts       Options
@@ -175,6 +237,7 @@ type Gateway struct {
 	sessionCfg session.Config
 	ws         *ws.Server
 	lp         *longpoll.Server
+	stopWatch  func()
 }
 
 // New creates a Gateway.
@@ -210,6 +273,9 @@ func New(opts Options) (*Gateway, error) {
 		Conn: opts.Conn, Rooms: g.hub, Registry: g.reg, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
 		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
+		UserRateLimit: opts.UserRateLimit, UserRateBurst: opts.UserRateBurst,
+		AddrRateLimit: opts.AddrRateLimit, AddrRateBurst: opts.AddrRateBurst,
+		MaxPending: opts.MaxPending, MaxPendingBytes: int(opts.MaxFrameSize),
 	}
 	deps := connect.Deps{Session: &g.sessionCfg, Connect: checker, Metrics: g.metrics, Logger: g.log}
 	g.ws = ws.New(ws.Config{
@@ -220,7 +286,9 @@ func New(opts Options) (*Gateway, error) {
 	g.lp = longpoll.New(longpoll.Config{
 		Deps:         deps,
 		SendQueueLen: opts.SendQueueLen, MaxFrameSize: opts.MaxFrameSize, Window: opts.LongPollWindow,
+		MaxSessions: opts.LongPollMaxSessions, MaxPerAddr: opts.LongPollMaxPerAddr,
 	})
+	g.watchNATS()
 	return g, nil
 }
 
@@ -246,7 +314,7 @@ func (g *Gateway) LongPollSessions() int { return g.lp.Sessions() }
 //	GET /                  the chat page
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/socket/websocket", g.ws)
+	mux.Handle("/socket/websocket", g.refuseWithoutNATS(g.ws))
 	mux.Handle("/socket/longpoll", g.lp)
 	if g.opts.DevLogin {
 		mux.HandleFunc("GET /token", g.serveToken)
@@ -265,6 +333,7 @@ func (g *Gateway) Handler() http.Handler {
 // comes first; then it closes the remaining ones at once. Stop the
 // http.Server from accepting first.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopWatch()
 	err := g.reg.Drain(ctx)
 	if err == nil {
 		g.ws.Close()

@@ -100,3 +100,24 @@ func TestShutdownDrainsBothTransports(t *testing.T) {
 		t.Fatalf("%d long-poll sessions left", n)
 	}
 }
+
+// The limits for the internet take their defaults when zero, and any
+// negative value turns them off (Off).
+func TestWithDefaultsInternetLimits(t *testing.T) {
+	t.Parallel()
+	d := DefaultOptions()
+	got := Options{}.withDefaults()
+	if got.UserRateLimit != d.UserRateLimit || got.UserRateBurst != d.UserRateBurst || got.AddrRateLimit != d.AddrRateLimit ||
+		got.AddrRateBurst != d.AddrRateBurst || got.MaxPending != d.MaxPending || got.LongPollMaxSessions != d.LongPollMaxSessions ||
+		got.LongPollMaxPerAddr != d.LongPollMaxPerAddr || got.NATSGrace != d.NATSGrace {
+		t.Errorf("defaults not applied: %+v", got)
+	}
+	off := Options{UserRateLimit: -2, AddrRateLimit: Off, MaxPending: -5, LongPollMaxSessions: Off, LongPollMaxPerAddr: -1, NATSGrace: -time.Second}.withDefaults()
+	if off.UserRateLimit != Off || off.AddrRateLimit != Off || off.MaxPending != Off || off.LongPollMaxSessions != Off ||
+		off.LongPollMaxPerAddr != Off || off.NATSGrace != Off {
+		t.Errorf("negative values not turned off: %+v", off)
+	}
+	if r := (Options{AddrRateLimit: 7}).withDefaults(); r.AddrRateBurst != 7 {
+		t.Errorf("address burst %d, want the rate, 7", r.AddrRateBurst)
+	}
+}

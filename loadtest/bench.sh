@@ -57,6 +57,14 @@ secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')
 chat_flags=(--http-addr 127.0.0.1:0 --nats-port -1 --data-dir "$tmp/data"
 	--rooms-public 'rooms:bench*' --log-level warn --gateway-rate-limit -1
 	--auth-secret-key-base "$secret")
+# Every budget off: the load comes from one address on purpose.
+for f in --gateway-user-rate-limit --gateway-addr-rate-limit --gateway-max-pending \
+	--gateway-longpoll-max-sessions --gateway-longpoll-max-per-addr \
+	--rooms-room-rate-limit --rooms-room-bytes-limit; do
+	if "$tmp/chat" --help 2>&1 | grep -q -- "$f"; then
+		chat_flags+=("$f" -1)
+	fi
+done
 # A logged-in join announces user_joined to the room; a storm into one room
 # would then measure N^2 broadcasts, not joins.
 if "$tmp/chat" --help 2>&1 | grep -q -- '--rooms-announce-joins'; then

@@ -26,7 +26,7 @@ require (
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
 	github.com/phxnats/phxnats/gateway v0.0.0
 	github.com/phxnats/phxnats/proto v0.0.0 // indirect
-	github.com/phxnats/phxnats/roomsvc v0.0.0 // indirect
+	github.com/phxnats/phxnats/roomsvc v0.0.0
 	github.com/phxnats/phxnats/svckit v0.0.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect

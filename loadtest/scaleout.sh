@@ -75,7 +75,7 @@ CHAT_AUTH_SECRET_KEY_BASE=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')
 
 "$tmp/authsvc" serve --http-addr 127.0.0.1:0 >"$tmp/authsvc.log" 2>&1 &
 pids+=($!)
-"$tmp/roomsvc" --http-addr 127.0.0.1:0 --rooms-public 'rooms:bench*' --rooms-announce-joins=false >"$tmp/roomsvc.log" 2>&1 &
+"$tmp/roomsvc" --http-addr 127.0.0.1:0 --rooms-public 'rooms:bench*' --rooms-announce-joins=false --rooms-room-rate-limit -1 --rooms-room-bytes-limit -1 >"$tmp/roomsvc.log" 2>&1 &
 pids+=($!)
 ready "http://$(addr_of "$tmp/authsvc.log" '"serving"')/readyz"
 ready "http://$(addr_of "$tmp/roomsvc.log" '"serving"')/readyz"
@@ -83,7 +83,7 @@ ready "http://$(addr_of "$tmp/roomsvc.log" '"serving"')/readyz"
 urls=()
 gw_pids=()
 for i in $(seq "$GATEWAYS"); do
-	"$tmp/gateway" --http-addr 127.0.0.1:0 --gateway-name "gw-$i" --gateway-rate-limit -1 >"$tmp/gw-$i.log" 2>&1 &
+	"$tmp/gateway" --http-addr 127.0.0.1:0 --gateway-name "gw-$i" --gateway-rate-limit -1 --gateway-user-rate-limit -1 --gateway-addr-rate-limit -1 --gateway-max-pending -1 >"$tmp/gw-$i.log" 2>&1 &
 	pids+=($!)
 	gw_pids+=($!)
 	a=$(addr_of "$tmp/gw-$i.log" '"serving"')

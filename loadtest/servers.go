@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/phxnats/phxnats/allinone/system"
+	"github.com/phxnats/phxnats/gateway"
 	"github.com/phxnats/phxnats/loadtest/baseline"
+	"github.com/phxnats/phxnats/roomsvc/rooms"
 )
 
 func baselineMain(args []string) int {
@@ -107,7 +109,7 @@ func serveMain(args []string) int {
 	httpAddr := fs.String("http-addr", "127.0.0.1:4000", "gateway address (port 0 picks one; printed as LISTEN <addr> on stdout)")
 	dataDir := fs.String("data-dir", "", "JetStream data and secret (default: a temporary folder, removed at exit)")
 	public := fs.String("rooms-public", "rooms:bench*", "public topics, comma-separated")
-	rateLimit := fs.Float64("gateway-rate-limit", -1, "frames/s per socket (-1: none)")
+	rateLimit := fs.Float64("gateway-rate-limit", -1, "frames/s per socket, and per user and per address (-1: none)")
 	sendQueue := fs.Int("gateway-send-queue", 1024, "frames queued per socket")
 	idle := fs.Duration("gateway-idle-timeout", 60*time.Second, "idle timeout")
 	secret := fs.String("secret", "", "secret_key_base (default: generated in data-dir)")
@@ -145,7 +147,19 @@ func serveMain(args []string) int {
 	if *secret != "" {
 		cfg.SecretKeyBases = []string{*secret}
 	}
+	// A load test floods from one address on purpose: every budget the
+	// rate limit stands for (socket, user, address, the room's in roomsvc)
+	// follows --gateway-rate-limit, and the bounds on waiting frames and
+	// on long-poll sessions are off.
 	cfg.Gateway.RateLimit = *rateLimit
+	cfg.Gateway.UserRateLimit = *rateLimit
+	cfg.Gateway.AddrRateLimit = *rateLimit
+	cfg.Gateway.MaxPending = gateway.Off
+	cfg.Gateway.LongPollMaxSessions = gateway.Off
+	cfg.Gateway.LongPollMaxPerAddr = gateway.Off
+	if *rateLimit < 0 {
+		cfg.Rooms.RoomRateLimit, cfg.Rooms.RoomBytesLimit = rooms.Off, rooms.Off
+	}
 	cfg.Gateway.SendQueueLen = *sendQueue
 	cfg.Gateway.IdleTimeout = *idle
 	cfg.Rooms.AnnounceJoins = *announce

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,9 +24,13 @@ const MaxInFlight = 512
 
 // Subscriptions are a service's subscriptions on its request subjects.
 type Subscriptions struct {
-	subs []*nats.Subscription
-	pool *workpool.Pool
+	subs    []*nats.Subscription
+	pool    *workpool.Pool
+	expired atomic.Uint64
 }
+
+// Expired returns how many requests were dropped past their deadline.
+func (s *Subscriptions) Expired() uint64 { return s.expired.Load() }
 
 // Serve subscribes each handler to its subject in the queue group, so that
 // every instance of a service shares the requests, and returns once the
@@ -36,7 +41,9 @@ type Subscriptions struct {
 // goroutines that keep their grown stacks between requests, so a handler
 // must not assume the order of requests. (The
 // gateway sends a socket's next request only after the reply to the
-// previous one, which is the order that matters.)
+// previous one, which is the order that matters.) A request whose
+// DeadlineHeader has passed when its turn comes is dropped unanswered:
+// its sender has given up on it.
 func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wrap Wrapper) (*Subscriptions, error) {
 	s := &Subscriptions{pool: workpool.New(MaxInFlight, 0)}
 	for subject, h := range handlers {
@@ -62,7 +69,13 @@ func Serve(nc *nats.Conn, group string, handlers map[string]nats.MsgHandler, wra
 func (s *Subscriptions) concurrent(h nats.MsgHandler) nats.MsgHandler {
 	return func(m *nats.Msg) {
 		// Blocks the subscription when the pool is full: back-pressure.
-		s.pool.Go(func() { h(m) })
+		s.pool.Go(func() {
+			if Expired(m) {
+				s.expired.Add(1)
+				return
+			}
+			h(m)
+		})
 	}
 }
 

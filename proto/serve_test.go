@@ -65,3 +65,49 @@ func TestServeConcurrentAndDrain(t *testing.T) {
 		t.Fatalf("first request: %v", err)
 	}
 }
+
+// A request whose deadline (DeadlineHeader) passed before its turn is
+// dropped unanswered, so that what its sender was told failed never
+// happens later; one with time left, or without a deadline, is handled.
+func TestServeDropsExpiredRequests(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, natstest.Options{NoJetStream: true}))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	handled := make(chan string, 10)
+	subs, err := Serve(nc, "q", map[string]nats.MsgHandler{
+		"svc.x": func(m *nats.Msg) {
+			handled <- string(m.Data)
+			Respond(m, map[string]string{"ok": string(m.Data)}, log)
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(name string, deadline time.Time) error {
+		m := &nats.Msg{Subject: "svc.x", Data: []byte(name), Header: nats.Header{}}
+		if !deadline.IsZero() {
+			SetDeadline(m, deadline)
+		}
+		_, err := nc.RequestMsg(m, 500*time.Millisecond)
+		return err
+	}
+	if err := request("expired", time.Now().Add(-time.Millisecond)); err == nil {
+		t.Fatal("a request past its deadline was answered")
+	}
+	if err := request("in time", time.Now().Add(5*time.Second)); err != nil {
+		t.Fatalf("a request within its deadline: %v", err)
+	}
+	if err := request("no deadline", time.Time{}); err != nil {
+		t.Fatalf("a request without a deadline: %v", err)
+	}
+	close(handled)
+	var got []string
+	for h := range handled {
+		got = append(got, h)
+	}
+	if len(got) != 2 || got[0] != "in time" || got[1] != "no deadline" {
+		t.Fatalf("handled %q, want the two requests with time left", got)
+	}
+	if subs.Expired() != 1 {
+		t.Fatalf("Expired() = %d, want 1", subs.Expired())
+	}
+}

@@ -40,6 +40,19 @@ type RoomStreamOptions struct {
 	// MaxBytes bounds the stream's size; the oldest broadcasts go first.
 	// Default DefaultRoomStreamMaxBytes.
 	MaxBytes int64
+	// MaxMsgsPerRoom bounds the broadcasts the stream keeps for one room
+	// (JetStream's MaxMsgsPerSubject): a room flooding past it loses its
+	// own oldest broadcasts, not other rooms' (which MaxBytes alone would
+	// evict). Default DefaultRoomStreamMaxMsgsPerRoom; -1: no bound.
+	//
+	// Sized to bite only in a flood: roomsvc's per-room budget
+	// (rooms.room_rate_limit) lets a room store at most its rate times
+	// MaxAge per roomsvc instance. A bite deletes inside the stream; a
+	// gateway whose consumer had not yet read the deleted broadcasts sees
+	// a jump in the stream sequence, a loss like any other (it was one:
+	// those broadcasts never reached it), and a gateway that had read them
+	// sees nothing.
+	MaxMsgsPerRoom int64
 }
 
 // Defaults of RoomStreamOptions. A gateway catches up within seconds of a
@@ -48,6 +61,9 @@ type RoomStreamOptions struct {
 const (
 	DefaultRoomStreamMaxAge   = time.Minute
 	DefaultRoomStreamMaxBytes = 256 << 20
+	// DefaultRoomStreamMaxMsgsPerRoom is above the minute's worth of one
+	// room at roomsvc's default budget (100 broadcasts/s), on one instance.
+	DefaultRoomStreamMaxMsgsPerRoom = 10000
 )
 
 // EnsureRoomStream creates RoomStream, or updates its limits when it exists.
@@ -65,6 +81,12 @@ func EnsureRoomStream(ctx context.Context, js jetstream.JetStream, opts RoomStre
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultRoomStreamMaxBytes
 	}
+	switch {
+	case opts.MaxMsgsPerRoom == 0:
+		opts.MaxMsgsPerRoom = DefaultRoomStreamMaxMsgsPerRoom
+	case opts.MaxMsgsPerRoom < 0:
+		opts.MaxMsgsPerRoom = -1 // JetStream's "unlimited"
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        RoomStream,
 		Description: "phxnats room broadcasts, read by the gateways; see proto.RoomStream",
@@ -74,7 +96,9 @@ func EnsureRoomStream(ctx context.Context, js jetstream.JetStream, opts RoomStre
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    opts.MaxBytes,
-		Replicas:    opts.Replicas,
+		// Per room: a flood evicts its own room's oldest, not others'.
+		MaxMsgsPerSubject: opts.MaxMsgsPerRoom,
+		Replicas:          opts.Replicas,
 		// Publishers retry with the same Nats-Msg-Id (see Publish); a
 		// retry within this window is stored once. JetStream refuses a
 		// window longer than MaxAge.

@@ -174,6 +174,33 @@ func (c natsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(natsUpDesc, prometheus.GaugeValue, up)
 }
 
+// The timeouts of every HTTP server of the system (NewHTTPServer). A
+// WebSocket, once upgraded, is no longer the server's (gorilla clears the
+// deadlines at the upgrade); a long-poll GET, which waits up to its
+// window, extends its own deadlines past it.
+const (
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout = 10 * time.Second
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout = 30 * time.Second
+	// WriteTimeout bounds a request from the end of its headers to the
+	// end of its answer.
+	WriteTimeout = 30 * time.Second
+	// IdleTimeout closes a keep-alive connection idle for this long.
+	IdleTimeout = 60 * time.Second
+)
+
+// NewHTTPServer is an http.Server for h with the system's timeouts.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+	}
+}
+
 // ListenAndServe serves h on addr until ctx ends, then shuts the server
 // down. It returns once the listener is open, with the bound address.
 func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (net.Addr, error) {
@@ -181,7 +208,7 @@ func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := NewHTTPServer(h)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "addr", addr, "err", err)

@@ -14,11 +14,22 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/phxnats/phxnats/gateway"
 	"github.com/phxnats/phxnats/proto"
+	"github.com/phxnats/phxnats/roomsvc/rooms"
 )
 
 // repoRoot is the repository root seen from this package's folder.
 var repoRoot = filepath.Join("..", "..")
+
+// noLimits turns off the budgets meant for clients on the internet (a
+// socket's, a user's, an address's, a room's): for tests that send more
+// than a person would, from one address.
+func noLimits(c *Config) {
+	c.Gateway.RateLimit, c.Gateway.UserRateLimit, c.Gateway.AddrRateLimit = gateway.Off, gateway.Off, gateway.Off
+	c.Gateway.MaxPending = gateway.Off
+	c.Rooms.RoomRateLimit, c.Rooms.RoomBytesLimit = rooms.Off, rooms.Off
+}
 
 // startSystem runs the whole chat on random ports for one test.
 func startSystem(t testing.TB, mutate func(*Config)) *System {

@@ -201,10 +201,11 @@ func TestLongPollSession(t *testing.T) {
 
 	// The transcript's session: a join in a plain POST, then an ndjson batch.
 	lp.join("rooms:lobby", "1")
+	// The heartbeat is answered at once, the ping once the service replied.
 	lp.mustPost(`["1","2","rooms:lobby","ping",{"a":1}]`, `[null,"3","phoenix","heartbeat",{}]`)
 	lp.expect(
-		`["1","2","rooms:lobby","phx_reply",{"response":{"a":1},"status":"ok"}]`,
 		`[null,"3","phoenix","phx_reply",{"response":{},"status":"ok"}]`,
+		`["1","2","rooms:lobby","phx_reply",{"response":{"a":1},"status":"ok"}]`,
 	)
 
 	// Nothing buffered: the poll waits the window, then 204 with the token.

@@ -20,7 +20,7 @@ func TestPhoenixJS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node is required for the phoenix.js tests: %v", err)
 	}
-	s := startSystem(t, nil)
+	s := startSystem(t, noLimits) // its throughput tests send hundreds of messages a second
 	grant(t, natsConn(t, s), "rooms:ops", "alice")
 
 	files, err := filepath.Glob(filepath.Join(e2e, "*.test.mjs"))

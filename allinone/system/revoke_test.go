@@ -21,7 +21,7 @@ import (
 // broadcast into it and a sentinel into the lobby: the stream's one order
 // means a socket still in the room would get the probe first.
 func TestRevokeRacesJoin(t *testing.T) {
-	s := startSystem(t, nil)
+	s := startSystem(t, noLimits) // 40 rounds of joins by one user, at once
 	nc := natsConn(t, s)
 	tok := token(t, s, "alice")
 	const rounds = 40

@@ -248,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 }
 
 func (s *System) serve(ln net.Listener, h http.Handler) *http.Server {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := svckit.NewHTTPServer(h)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)

@@ -6,6 +6,7 @@ package connect
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -57,6 +58,9 @@ type Client struct {
 	Ser wire.Serializer
 	// UserID is its user, "" when anonymous.
 	UserID string
+	// Addr is the client's address (the peer's IP), which per-address
+	// limits count by.
+	Addr string
 }
 
 // Refusal is why a socket is refused.
@@ -91,7 +95,15 @@ func (c *Checker) Check(r *http.Request, query url.Values, carried string, hasCa
 	if status != 0 {
 		return Client{}, c.refuse("auth", status)
 	}
-	return Client{Ser: ser, UserID: user}, nil
+	return Client{Ser: ser, UserID: user, Addr: remoteIP(r)}, nil
+}
+
+// remoteIP is the IP of the request's peer.
+func remoteIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 func (c *Checker) refuse(reason string, status int) *Refusal {

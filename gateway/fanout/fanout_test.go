@@ -46,7 +46,7 @@ func newSink(h *Hub, nc *nats.Conn, ser wire.Serializer) *sink {
 		Conn: nc, Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw", RequestTimeout: 5 * time.Second,
 		Routes: []session.Route{{Pattern: "rooms:*", Service: proto.ServiceRooms}}, RateLimit: session.Off,
 	}
-	s.sess, _ = session.New(&s.cfg, s, "user")
+	s.sess, _ = session.New(&s.cfg, s, "user", "")
 	s.sess.SetIgnored([]string{"ignored"})
 	return s
 }
@@ -54,7 +54,7 @@ func newSink(h *Hub, nc *nats.Conn, ser wire.Serializer) *sink {
 // newUserSink is newSink for a socket of user, which ignores nobody yet.
 func newUserSink(h *Hub, ser wire.Serializer, user string) *sink {
 	s := newSink(h, nil, ser)
-	s.sess, _ = session.New(&s.cfg, s, user)
+	s.sess, _ = session.New(&s.cfg, s, user, "")
 	s.sess.SetIgnored([]string{"ignored"})
 	return s
 }
@@ -81,6 +81,7 @@ func (s *sink) Deliver(f session.Frame) {
 func (s *sink) join(t testing.TB, topic string) {
 	t.Helper()
 	s.sess.HandleMessage(wire.Message{JoinRef: "1", Ref: "1", Topic: topic, Event: "phx_join", Payload: []byte("{}")})
+	s.sess.Wait()
 	if s.cfg.Rooms.(*Hub).Rooms() == 0 {
 		t.Fatalf("join %s refused", topic)
 	}
@@ -169,7 +170,7 @@ func BenchmarkDispatch1000(b *testing.B) {
 	r := &room{topic: "rooms:lobby", index: map[*session.Session]int{}}
 	cfg := &session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
 	for i := 0; i < 1000; i++ {
-		s, _ := session.New(cfg, &countSink{}, "")
+		s, _ := session.New(cfg, &countSink{}, "", "")
 		r.add(s, nil)
 	}
 	subject, _ := proto.RoomSubject(r.topic)
@@ -191,7 +192,7 @@ func BenchmarkDispatch1000Sender(b *testing.B) {
 	cfg := &session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
 	want := session.WantOf([]string{proto.JoinSender})
 	for i := 0; i < 1000; i++ {
-		s, _ := session.New(cfg, &countSink{}, "")
+		s, _ := session.New(cfg, &countSink{}, "", "")
 		w := want
 		if i%2 == 0 {
 			w = nil
@@ -375,7 +376,7 @@ func TestRoomMembers(t *testing.T) {
 	subs := make([]*session.Session, 5)
 	cfg := &session.Config{Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
 	for i := range subs {
-		subs[i], _ = session.New(cfg, &countSink{}, "")
+		subs[i], _ = session.New(cfg, &countSink{}, "", "")
 	}
 	for _, tc := range []struct {
 		name   string

@@ -32,7 +32,7 @@ func (c *atomicSink) Close(session.Disconnect)    {}
 func BenchmarkReadStream(b *testing.B) {
 	h, pub := newHub(b)
 	s := &atomicSink{}
-	sess, _ := session.New(&session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}, s, "")
+	sess, _ := session.New(&session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}, s, "", "")
 	if err := h.Join(context.Background(), "rooms:lobby", sess, nil); err != nil {
 		b.Fatal(err)
 	}

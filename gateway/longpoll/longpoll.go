@@ -72,8 +72,12 @@ const (
 	maxBatch = 100
 	// batchBodyFactor bounds an ndjson POST to this many MaxFrameSize: room
 	// for a full batch of ordinary frames and a few large ones, while memory
-	// per request stays a small multiple of a WebSocket frame's.
+	// per request stays a small multiple of a WebSocket frame's (and a
+	// session reads one POST at a time).
 	batchBodyFactor = 4
+	// writeSlack is how long a poll may take to write its answer, past
+	// its window.
+	writeSlack = 10 * time.Second
 	// sessionPrefix starts every session token, which tells it apart from
 	// the user's token in the "token" query parameter (phoenix.js 1.8.16
 	// appends the session token as a second "token" parameter).
@@ -98,6 +102,11 @@ type Config struct {
 	MaxFrameSize int64
 	// Window is how long a GET waits for messages; default DefaultWindow.
 	Window time.Duration
+	// MaxSessions bounds the open sessions, MaxPerAddr those opened from
+	// one client address; a new session over either gets {"status":500}
+	// (phoenix.js retries). Zero or less: no bound.
+	MaxSessions int
+	MaxPerAddr  int
 }
 
 // Server serves long-poll clients and holds their sessions. Create it
@@ -110,12 +119,14 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*lpSession // by session token
+	perAddr  map[string]int        // open sessions by client address
+	total    int                   // open sessions, counted from reserve
 	draining bool
 }
 
 // New creates a Server.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, textV2: session.TextOnly(wire.V2, BinaryUnsupported), sessions: make(map[string]*lpSession)}
+	s := &Server{cfg: cfg, textV2: session.TextOnly(wire.V2, BinaryUnsupported), sessions: make(map[string]*lpSession), perAddr: make(map[string]int)}
 	s.SetWindow(cfg.Window)
 	return s
 }
@@ -261,14 +272,21 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, query url.Values) 
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	ls := &lpSession{srv: s, token: token, ser: client.Ser, expiry: s.windowLen() * 3 / 2}
+	ls := &lpSession{srv: s, token: token, ser: client.Ser, addr: client.Addr, expiry: s.windowLen() * 3 / 2, post: make(chan struct{}, 1)}
 	if ls.ser == wire.V2 {
 		ls.ser = s.textV2
 	}
-	sess, ok := session.New(s.cfg.Session, ls, client.UserID)
+	if !s.reserve(client.Addr) {
+		s.cfg.Metrics.ConnectsRefused.WithLabelValues("longpoll_sessions").Inc()
+		s.cfg.Logger.Info("long-poll session refused: too many sessions", "addr", client.Addr)
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	sess, ok := session.New(s.cfg.Session, ls, client.UserID, client.Addr)
 	ls.sess = sess
 	s.mu.Lock()
-	if !ok || s.draining {
+	if !ok || s.draining || ls.isClosed() { // closed: a drain or cut-off got it first
+		s.releaseLocked(client.Addr)
 		s.mu.Unlock()
 		sess.End()
 		// phoenix.js retries 500, and reaches another gateway.
@@ -286,10 +304,37 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, query url.Values) 
 	writeMessages(w, http.StatusGone, token, nil)
 }
 
+// reserve counts a session about to open from addr, or reports false
+// when the bounds (Config.MaxSessions, MaxPerAddr) are reached. A session
+// counts from here until finish forgets it.
+func (s *Server) reserve(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if (s.cfg.MaxSessions > 0 && s.total >= s.cfg.MaxSessions) || (s.cfg.MaxPerAddr > 0 && s.perAddr[addr] >= s.cfg.MaxPerAddr) {
+		return false
+	}
+	s.perAddr[addr]++
+	s.total++
+	return true
+}
+
+// releaseLocked uncounts a session of addr; s.mu is held.
+func (s *Server) releaseLocked(addr string) {
+	s.total--
+	if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
+		delete(s.perAddr, addr)
+	}
+}
+
 // poll answers a GET: the buffered frames at once, or those that arrive
 // within the window, or 204. Concurrent polls of one session each wait; the
 // first to find frames takes them all.
 func (s *Server) poll(w http.ResponseWriter, r *http.Request, ls *lpSession) {
+	// The server's timeouts are shorter than a window may be: this
+	// request may take the window and the time to write its answer.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(s.windowLen() + writeSlack))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.windowLen() + writeSlack))
 	ls.mu.Lock()
 	ls.polls++
 	ls.lastPoll = time.Now()
@@ -333,8 +378,21 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, ls *lpSession) {
 }
 
 // publish answers a POST: it decodes every frame of the body first, then
-// hands them to the session in order.
+// hands them to the session in order. A session's POSTs are taken one at
+// a time, as Phoenix's long-poll server takes them in its process: a
+// second waits, without reading its body, until the first is done (or
+// its client gives up). phoenix.js before 1.8 sends each message in a
+// POST of its own, concurrently, so refusing the second would make it
+// reconnect. Handing frames to the session does not wait on services
+// (session.HandleMessage), so a POST holds the turn only while its body
+// arrives, which the HTTP server's read timeout bounds.
 func (s *Server) publish(w http.ResponseWriter, r *http.Request, ls *lpSession) {
+	select {
+	case ls.post <- struct{}{}:
+		defer func() { <-ls.post }()
+	case <-r.Context().Done():
+		return
+	}
 	ndjson := false
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == "application/x-ndjson" {
 		ndjson = true
@@ -363,14 +421,12 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, ls *lpSession) 
 		writeStatus(w, status)
 		return
 	}
-	ls.post.Lock()
 	for _, m := range msgs {
 		if ls.isClosed() {
 			break
 		}
 		ls.sess.HandleMessage(m)
 	}
-	ls.post.Unlock()
 	if ls.isClosed() {
 		writeStatus(w, http.StatusGone)
 		return

@@ -16,14 +16,22 @@ import (
 // gwtest and returns it, its parts, its http.Server and its URL (vsn
 // 2.0.0).
 func lpTestGateway(t *testing.T) (*Server, *gwtest.Env, *http.Server, string) {
+	return lpTestGatewayWith(t, func(*Config) {}, &http.Server{})
+}
+
+// lpTestGatewayWith is lpTestGateway with change applied to the Config,
+// served by srv.
+func lpTestGatewayWith(t *testing.T, change func(*Config), srv *http.Server) (*Server, *gwtest.Env, *http.Server, string) {
 	t.Helper()
 	e := gwtest.New(t)
-	s := New(Config{Deps: e.Deps(), SendQueueLen: 1024, MaxFrameSize: 1 << 20})
+	cfg := Config{Deps: e.Deps(), SendQueueLen: 1024, MaxFrameSize: 1 << 20}
+	change(&cfg)
+	s := New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: s}
+	srv.Handler = s
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return s, e, srv, "http://" + ln.Addr().String() + "/socket/longpoll?vsn=2.0.0"

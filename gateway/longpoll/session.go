@@ -17,9 +17,11 @@ type lpSession struct {
 	sess   *session.Session
 	expiry time.Duration
 
-	// post serializes the POSTs of the session: HandleMessage must not run
-	// concurrently for one session.
-	post sync.Mutex
+	addr string // the client address it was opened from
+	// post holds the turn of the POST being read and handed to the
+	// session (one slot): a session's POSTs run one at a time, which
+	// keeps their frames in order and reads one body at a time.
+	post chan struct{}
 
 	mu       sync.Mutex
 	buf      [][]byte      // encoded text frames, oldest first; shared, never modified
@@ -93,6 +95,7 @@ func (ls *lpSession) finish() {
 	s.mu.Lock()
 	if s.sessions[ls.token] == ls {
 		delete(s.sessions, ls.token)
+		s.releaseLocked(ls.addr)
 	}
 	s.mu.Unlock()
 	ls.sess.End()

@@ -29,6 +29,7 @@ type Registry struct {
 	all      map[*session.Session]struct{}
 	users    map[string]map[*session.Session]struct{} // by user id; anonymous sessions are not here
 	draining bool
+	cutOff   bool // without NATS: see CutOff
 }
 
 // New creates a Registry that acts on the per-user control subjects: one
@@ -51,7 +52,8 @@ func New(nc *nats.Conn, log *slog.Logger) (*Registry, error) {
 	return r, nil
 }
 
-// Add registers s; it reports false while the registry drains.
+// Add registers s; it reports false while the registry drains or is cut
+// off from NATS.
 func (r *Registry) Add(s *session.Session) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -62,7 +64,7 @@ func (r *Registry) Add(s *session.Session) bool {
 		}
 		r.users[user][s] = struct{}{}
 	}
-	return !r.draining
+	return !r.draining && !r.cutOff
 }
 
 // Remove forgets s.
@@ -159,6 +161,35 @@ func (r *Registry) Drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// CutOff ends every session with d and refuses new ones until Restore:
+// the gateway has been without NATS too long to serve its sockets (no
+// pushes, no broadcasts), and their clients are better off reconnecting
+// to a gateway that has it. It returns how many sessions it ended.
+func (r *Registry) CutOff(d session.Disconnect) int {
+	r.mu.Lock()
+	r.cutOff = true
+	r.mu.Unlock()
+	all := r.snapshot()
+	for _, s := range all {
+		s.Disconnect(d)
+	}
+	return len(all)
+}
+
+// Restore accepts sessions again after CutOff.
+func (r *Registry) Restore() {
+	r.mu.Lock()
+	r.cutOff = false
+	r.mu.Unlock()
+}
+
+// IsCutOff reports whether CutOff holds.
+func (r *Registry) IsCutOff() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cutOff
 }
 
 func (r *Registry) snapshot() []*session.Session {

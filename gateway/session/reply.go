@@ -18,7 +18,12 @@ func (s *Session) request(kind, subject string, req any) proto.Reply {
 		return proto.Error("bad request")
 	}
 	start := time.Now()
-	msg, err := s.cfg.Conn.Request(subject, data, s.cfg.RequestTimeout)
+	// The service drops the request once its deadline has passed (the
+	// client was told "service timeout" by then), so a push that failed
+	// here is never broadcast later.
+	out := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	proto.SetDeadline(out, start.Add(s.cfg.RequestTimeout))
+	msg, err := s.cfg.Conn.RequestMsg(out, s.cfg.RequestTimeout)
 	outcome := "ok"
 	var rep proto.Reply
 	switch {

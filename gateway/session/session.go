@@ -63,22 +63,48 @@ type Config struct {
 	// Frames over it get an error reply and never reach a service.
 	RateLimit float64
 	RateBurst int
+	// UserRateLimit and AddrRateLimit (with their bursts) are the same
+	// budget shared by all sockets of one user, and by all sockets from
+	// one client address, on this gateway (limits.go); Off: no limit.
+	UserRateLimit float64
+	UserRateBurst int
+	AddrRateLimit float64
+	AddrRateBurst int
+	// MaxPending bounds the channel frames of one socket waiting for
+	// their turn while an earlier one waits on a service, and
+	// MaxPendingBytes their payloads; a frame over either gets
+	// {"reason":"rate limit exceeded"}. Zero or Off: no bound.
+	MaxPending      int
+	MaxPendingBytes int
 
-	connSeq atomic.Uint64
+	connSeq      atomic.Uint64
+	users, addrs sharedLimits
 }
 
 // Session is the protocol state of one socket: the channels it joined.
-// HandleMessage must be called from one goroutine at a time (the socket's
-// reader), which keeps each socket's frames in order, like Phoenix's
-// socket process.
+// HandleMessage is called from one goroutine at a time (the socket's
+// reader); it answers heartbeats at once and queues channel frames, which
+// run in order on a goroutine of the session's (limits.go), so each
+// socket's frames keep their order, like Phoenix's socket process and its
+// channels.
 type Session struct {
 	cfg    *Config
 	tr     Transport
 	ser    wire.Serializer
 	userID string
+	addr   string
 	connID string
 
-	limiter *rate.Limiter // nil without a limit
+	// Budgets (limits.go), nil when off.
+	limiter, userLimiter, addrLimiter *rate.Limiter
+
+	qmu         sync.Mutex
+	queue       []wire.Message // channel frames waiting for the worker
+	queueBytes  int            // their payloads' size
+	working     bool           // a worker goroutine runs
+	queueClosed bool           // ended: frames are dropped
+	idle        chan struct{}  // closed when the worker stops; nil unless Wait waits
+	ended       atomic.Bool    // End has run
 	// ignored is the set of users whose broadcasts this socket skips; read
 	// by the fan-out for every broadcast that names its sender, so it is
 	// swapped whole rather than locked.
@@ -94,15 +120,14 @@ type Session struct {
 }
 
 // New creates the session of a socket authenticated as userID ("" for
-// anonymous) and registers it. It reports false while the gateway drains:
-// the transport must then refuse or close the connection, and End the
-// session all the same.
-func New(cfg *Config, tr Transport, userID string) (*Session, bool) {
+// anonymous) from the client address addr ("" when unknown: no address
+// budget) and registers it. It reports false while the gateway drains or
+// is cut off from NATS: the transport must then refuse or close the
+// connection, and End the session all the same.
+func New(cfg *Config, tr Transport, userID, addr string) (*Session, bool) {
 	connID := cfg.Gateway + "-" + strconv.FormatUint(cfg.connSeq.Add(1), 10)
-	s := &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, connID: connID, channels: make(map[string]string)}
-	if cfg.RateLimit > 0 {
-		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(cfg.RateBurst, 1))
-	}
+	s := &Session{cfg: cfg, tr: tr, ser: tr.Serializer(), userID: userID, addr: addr, connID: connID, channels: make(map[string]string)}
+	s.limit()
 	if cfg.Registry != nil {
 		return s, cfg.Registry.Add(s)
 	}
@@ -111,6 +136,9 @@ func New(cfg *Config, tr Transport, userID string) (*Session, bool) {
 
 // UserID is the socket's user, "" when anonymous.
 func (s *Session) UserID() string { return s.userID }
+
+// Addr is the socket's client address, "" when unknown.
+func (s *Session) Addr() string { return s.addr }
 
 // ConnID is the connection's id in requests to services.
 func (s *Session) ConnID() string { return s.connID }
@@ -150,21 +178,30 @@ const (
 	ReasonUnauthorized = "unauthorized"
 )
 
-// HandleMessage acts on one decoded client frame.
+// HandleMessage acts on one decoded client frame without waiting on any
+// service: a heartbeat is answered at once, a frame over a budget is
+// refused at once, and a channel frame is queued behind the socket's
+// earlier ones (limits.go). The session keeps m (a copy of its payload).
 func (s *Session) HandleMessage(m wire.Message) {
 	s.cfg.Metrics.FramesIn.Inc()
-	heartbeat := m.Topic == topicPhoenix && m.Event == evHeartbeat
-	if s.limiter != nil && !heartbeat && !s.limiter.Allow() {
+	if m.Topic == topicPhoenix && m.Event == evHeartbeat {
+		// Never behind a push that waits on a service: phoenix.js would
+		// time the heartbeat out and reconnect.
+		s.reply("", m.Ref, m.Topic, proto.OK(nil))
+		return
+	}
+	if !s.allow() || !s.enqueue(m) {
 		// A flood is answered here, at the edge, so it costs the services
 		// nothing; heartbeats pass so the client is not also timed out.
 		s.cfg.Metrics.RateLimited.Inc()
 		joinRef, _ := s.joinRef(m.Topic)
 		s.reply(joinRef, m.Ref, m.Topic, proto.Error(ReasonRateLimited))
-		return
 	}
+}
+
+// handle runs one channel frame, on the session's worker.
+func (s *Session) handle(m wire.Message) {
 	switch {
-	case heartbeat:
-		s.reply("", m.Ref, m.Topic, proto.OK(nil))
 	case m.Event == evJoin:
 		s.join(m)
 	case m.Event == evLeave:
@@ -175,8 +212,13 @@ func (s *Session) HandleMessage(m wire.Message) {
 }
 
 // End leaves every room and unregisters the session. The transport calls
-// it once, when the connection is gone.
+// it when the connection is gone; later calls do nothing.
 func (s *Session) End() {
+	if !s.ended.CompareAndSwap(false, true) {
+		return
+	}
+	s.closeQueue()
+	s.unlimit()
 	s.mu.Lock()
 	s.closed = true
 	topics := make([]string, 0, len(s.channels))

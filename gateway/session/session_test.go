@@ -51,12 +51,18 @@ func newSession(t *testing.T, ser wire.Serializer, change func(cfg *session.Conf
 		change(e.Session)
 	}
 	tr := &fakeTransport{ser: ser}
-	s, ok := session.New(e.Session, tr, "alice")
+	s, ok := session.New(e.Session, tr, "alice", "")
 	if !ok {
 		t.Fatal("session refused")
 	}
 	t.Cleanup(s.End)
 	return s, tr, e
+}
+
+// handle gives m to s and waits until it has been handled.
+func handle(s *session.Session, m wire.Message) {
+	s.HandleMessage(m)
+	s.Wait()
 }
 
 func msg(joinRef, ref, topic, event, payload string) wire.Message {
@@ -74,18 +80,18 @@ const okReply = `{"response":{},"status":"ok"}]`
 
 func TestJoinLeave(t *testing.T) {
 	s, tr, e := newSession(t, wire.V2, nil)
-	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	handle(s, msg("1", "1", "rooms:a", "phx_join", `{}`))
 	expect(t, tr, `["1","1","rooms:a","phx_reply",`+okReply)
 	if e.Hub.Rooms() != 1 {
 		t.Fatalf("rooms %d after the join", e.Hub.Rooms())
 	}
-	s.HandleMessage(msg("1", "2", "rooms:a", "phx_leave", `{}`))
+	handle(s, msg("1", "2", "rooms:a", "phx_leave", `{}`))
 	expect(t, tr, `["1","2","rooms:a","phx_reply",`+okReply, `["1","1","rooms:a","phx_close",{}]`)
 	if e.Hub.Rooms() != 0 {
 		t.Fatalf("rooms %d after the leave", e.Hub.Rooms())
 	}
 	// Phoenix replies ok to a leave of a topic that is not joined.
-	s.HandleMessage(msg("1", "3", "rooms:a", "phx_leave", `{}`))
+	handle(s, msg("1", "3", "rooms:a", "phx_leave", `{}`))
 	expect(t, tr, `["1","3","rooms:a","phx_reply",`+okReply)
 }
 
@@ -93,14 +99,14 @@ func TestJoinLeave(t *testing.T) {
 // its phx_close; the socket never leaves the room meanwhile.
 func TestDuplicateJoin(t *testing.T) {
 	s, tr, e := newSession(t, wire.V2, nil)
-	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
-	s.HandleMessage(msg("5", "5", "rooms:a", "phx_join", `{}`))
+	handle(s, msg("1", "1", "rooms:a", "phx_join", `{}`))
+	handle(s, msg("5", "5", "rooms:a", "phx_join", `{}`))
 	expect(t, tr, `["1","1","rooms:a","phx_reply",`+okReply, `["5","5","rooms:a","phx_reply",`+okReply, `["1","1","rooms:a","phx_close",{}]`)
 	if e.Hub.Rooms() != 1 {
 		t.Fatalf("rooms %d", e.Hub.Rooms())
 	}
 	// The push is answered with the new channel's join_ref.
-	s.HandleMessage(msg("1", "6", "rooms:a", "new_msg", `{"body":"hi"}`))
+	handle(s, msg("1", "6", "rooms:a", "new_msg", `{"body":"hi"}`))
 	expect(t, tr, `["5","6","rooms:a","phx_reply",`+okReply)
 }
 
@@ -116,7 +122,7 @@ func TestUnmatchedTopic(t *testing.T) {
 		{"join of the phoenix topic", msg("2", "2", "phoenix", "phx_join", `{}`), `[null,"2","phoenix","phx_reply",` + unmatched},
 		{"push before a join", msg("3", "3", "rooms:a", "new_msg", `{}`), `[null,"3","rooms:a","phx_reply",` + unmatched},
 	} {
-		s.HandleMessage(tc.m)
+		handle(s, tc.m)
 		if got := tr.take(); len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
@@ -129,10 +135,10 @@ func TestUnmatchedTopic(t *testing.T) {
 // Frames over the rate limit are refused at the edge; heartbeats pass.
 func TestRateLimit(t *testing.T) {
 	s, tr, _ := newSession(t, wire.V2, func(cfg *session.Config) { cfg.RateLimit, cfg.RateBurst = 0.001, 2 })
-	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
-	s.HandleMessage(msg("1", "2", "rooms:a", "new_msg", `{}`))
-	s.HandleMessage(msg("1", "3", "rooms:a", "new_msg", `{}`))
-	s.HandleMessage(msg("", "4", "phoenix", "heartbeat", `{}`))
+	handle(s, msg("1", "1", "rooms:a", "phx_join", `{}`))
+	handle(s, msg("1", "2", "rooms:a", "new_msg", `{}`))
+	handle(s, msg("1", "3", "rooms:a", "new_msg", `{}`))
+	handle(s, msg("", "4", "phoenix", "heartbeat", `{}`))
 	expect(t, tr,
 		`["1","1","rooms:a","phx_reply",`+okReply,
 		`["1","2","rooms:a","phx_reply",`+okReply,
@@ -142,7 +148,7 @@ func TestRateLimit(t *testing.T) {
 
 func TestKick(t *testing.T) {
 	s, tr, e := newSession(t, wire.V2, nil)
-	s.HandleMessage(msg("1", "1", "rooms:a", "phx_join", `{}`))
+	handle(s, msg("1", "1", "rooms:a", "phx_join", `{}`))
 	tr.take()
 	if !s.Kick("rooms:a") {
 		t.Fatal("kick of a joined topic reported false")
@@ -156,7 +162,7 @@ func TestKick(t *testing.T) {
 	}
 	expect(t, tr)
 	// A kick through the registry reaches the user's sessions.
-	s.HandleMessage(msg("2", "2", "rooms:b", "phx_join", `{}`))
+	handle(s, msg("2", "2", "rooms:b", "phx_join", `{}`))
 	tr.take()
 	if n := e.Registry.Kick("alice", "rooms:b"); n != 1 {
 		t.Fatalf("registry kicked %d sessions", n)
@@ -197,7 +203,7 @@ func TestBinaryRefused(t *testing.T) {
 			if err := e.Services.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			s.HandleMessage(msg("1", "1", "bin:a", "phx_join", `{}`))
+			handle(s, msg("1", "1", "bin:a", "phx_join", `{}`))
 			got := tr.take()
 			if len(got) != 1 || (tc.reply == "") != (got[0][0] == 1) || (tc.reply != "" && got[0] != tc.reply) {
 				t.Fatalf("reply %q\nwant  %q", got, tc.reply)
@@ -250,14 +256,14 @@ func TestConfirmedJoin(t *testing.T) {
 		{"private:kicked", `["3","3","private:kicked","phx_reply",` + unauthorized, 1},
 	} {
 		ref := tc.want[2:3]
-		s.HandleMessage(msg(ref, ref, tc.topic, "phx_join", `{}`))
+		handle(s, msg(ref, ref, tc.topic, "phx_join", `{}`))
 		expect(t, tr, tc.want)
 		if e.Hub.Rooms() != tc.rooms {
 			t.Fatalf("%s: %d rooms, want %d (the refused join must leave its room)", tc.topic, e.Hub.Rooms(), tc.rooms)
 		}
 	}
 	// The refused channels are not joined: a push is unmatched, a kick finds nothing.
-	s.HandleMessage(msg("3", "4", "private:kicked", "new_msg", `{}`))
+	handle(s, msg("3", "4", "private:kicked", "new_msg", `{}`))
 	expect(t, tr, `[null,"4","private:kicked","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
 	if s.Kick("private:kicked") {
 		t.Fatal("a kick found the refused channel")

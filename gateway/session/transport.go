@@ -49,6 +49,10 @@ var (
 	DisconnectShutdown = Disconnect{Code: 1012, Reason: "server shutting down"}
 	// DisconnectShutdownNow ends what is left when the drain's time is up.
 	DisconnectShutdownNow = Disconnect{Code: 1012, Reason: "server shutting down", Now: true}
+	// DisconnectNoNATS ends the sockets of a gateway that has been without
+	// NATS for too long (gateway.nats_grace): 1013, try again later,
+	// which phoenix.js answers by reconnecting.
+	DisconnectNoNATS = Disconnect{Code: 1013, Reason: "nats unavailable"}
 )
 
 // Rooms is the fan-out as a session sees it (fanout.Hub).

@@ -278,50 +278,29 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
-		m, run := c.received(data, typ == websocket.BinaryMessage)
-		if !run {
-			continue
-		}
-		// Joins and pushes wait on NATS through deep call chains (JSON,
-		// requests). Running them on a goroutine of their own, while the
-		// reader waits so the socket's order is kept, leaves the reader's
-		// stack small for the long idle hours that follow: a few KiB per
-		// socket.
-		done := make(chan struct{})
-		go func() {
-			c.sess.HandleMessage(m)
-			close(done)
-		}()
-		<-done
+		c.received(data, typ == websocket.BinaryMessage)
 	}
 }
 
-// received acts on one message from the client, for either reader.
-// Heartbeats are answered at once; a join or push is returned with run
-// set, for the reader to hand to c.sess.HandleMessage off its own
-// goroutine and read nothing more from the socket until it is done, which
-// keeps the socket's order: it waits on NATS.
-func (c *conn) received(data []byte, binary bool) (m wire.Message, run bool) {
+// received acts on one message from the client, for either reader. The
+// session answers a heartbeat at once and queues anything else behind
+// the socket's earlier frames, on a goroutine of its own (session.
+// HandleMessage), so the reader never waits on a service and goes on
+// reading: a heartbeat is never stuck behind a slow push.
+func (c *conn) received(data []byte, binary bool) {
 	c.touch()
 	c.mu.Lock()
 	closing := c.state != stateOpen
 	c.mu.Unlock()
 	if closing {
-		return m, false // waiting for the client's close frame
+		return // waiting for the client's close frame
 	}
 	m, err := c.ser.Decode(data, binary)
 	if err != nil {
 		c.srv.cfg.Metrics.MalformedFrames.Inc()
 		c.srv.cfg.Logger.Info("malformed frame, closing socket", "err", err, "size", len(data))
 		c.abort(CloseMalformed, "malformed frame")
-		return m, false
+		return
 	}
-	if m.Topic == "phoenix" && m.Event == "heartbeat" {
-		// Answered inline, no service asked. Anything else, even on the
-		// phoenix topic, may be routed to a service (a "*" route), so
-		// a poller worker must not run it.
-		c.sess.HandleMessage(m)
-		return m, false
-	}
-	return m, true
+	c.sess.HandleMessage(m)
 }

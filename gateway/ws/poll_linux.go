@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/phxnats/phxnats/gateway/wire"
 	"github.com/phxnats/phxnats/gateway/wsframe"
 )
 
@@ -244,7 +243,7 @@ func (c *conn) rearm() {
 
 // consume acts on the frames in data, which is the socket's own (owned)
 // or the worker's buffer. It reports false when the socket is no longer
-// the caller's: a join or push runs with it, or it ended.
+// the caller's: it ended.
 func (c *conn) consume(data []byte, owned bool) bool {
 	rd := c.rd
 	for {
@@ -257,13 +256,7 @@ func (c *conn) consume(data []byte, owned bool) bool {
 				return true
 			}
 		case frameMessage:
-			m, run := c.received(r.data, r.binary)
-			if run {
-				m.Payload = bytes.Clone(m.Payload) // it may be in the worker's buffer
-				rd.keep(data, owned)
-				go c.runPolled(m)
-				return false
-			}
+			c.received(r.data, r.binary) // the session copies what it keeps
 		case framePing:
 			_ = c.onPing(string(r.data))
 		case frameClose:
@@ -289,25 +282,6 @@ func (rd *pollState) keep(data []byte, owned bool) {
 	default:
 		rd.partial = bytes.Clone(data)
 	}
-}
-
-// runPolled runs a join or push, then goes on with what was read after
-// it, and re-arms the socket: until then its next messages wait.
-func (c *conn) runPolled(m wire.Message) {
-	c.sess.HandleMessage(m)
-	rd := c.rd
-	if data := rd.partial; data != nil {
-		rd.partial = nil
-		if !c.consume(data, true) {
-			return
-		}
-	}
-	// The worker's next read of rd follows this goroutine's writes to it
-	// through the kernel, which the race detector cannot see; the
-	// poller's lock, which the worker takes for every event, shows it.
-	rd.p.mu.Lock()
-	rd.p.mu.Unlock()
-	c.rearm()
 }
 
 // endPolled takes the socket out of its poller, then, off the caller's

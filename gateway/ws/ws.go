@@ -115,7 +115,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
 	c.touch()
-	sess, ok := session.New(s.cfg.Session, c, client.UserID)
+	sess, ok := session.New(s.cfg.Session, c, client.UserID, client.Addr)
 	c.sess = sess
 	ws.SetReadLimit(s.cfg.MaxFrameSize)
 	if !ok {

@@ -45,6 +45,8 @@ func RulesSettings() []svckit.Setting {
 		{Key: "rooms.public", Default: []string{}, Help: "extra public topics; a trailing * matches a prefix (rooms:lobby is always public)"},
 		{Key: "rooms.max_body_bytes", Default: rooms.DefaultMaxBodyBytes, Help: "longest new_msg body in bytes of UTF-8; its escaped broadcast must fit NATS's max_payload"},
 		{Key: "rooms.announce_joins", Default: true, Help: "broadcast user_joined {user_id} when a logged-in user joins a room, to channels joined with {joins: true}"},
+		{Key: "rooms.room_rate_limit", Default: rooms.DefaultRoomRateLimit, Help: "broadcasts per second one room may send, per roomsvc instance (bursts of 2 s; -1: no limit)"},
+		{Key: "rooms.room_bytes_limit", Default: rooms.DefaultRoomBytesLimit, Help: "bytes of broadcasts per second one room may send, per roomsvc instance (bursts of 2 s, at least 1 MiB; -1: no limit)"},
 	}
 }
 
@@ -54,6 +56,7 @@ func StoreSettings() []svckit.Setting {
 		{Key: "rooms.kv_replicas", Default: 1, Help: "replicas of the membership and ignore KV buckets and of the broadcast stream PHX_ROOMS (3 on a NATS cluster)"},
 		{Key: "rooms.stream_max_age", Default: proto.DefaultRoomStreamMaxAge, Help: "how long PHX_ROOMS keeps a broadcast for gateways catching up after a NATS reconnect"},
 		{Key: "rooms.stream_max_bytes", Default: proto.DefaultRoomStreamMaxBytes, Help: "size bound of PHX_ROOMS in bytes; the oldest broadcasts go first"},
+		{Key: "rooms.stream_max_msgs_per_room", Default: proto.DefaultRoomStreamMaxMsgsPerRoom, Help: "broadcasts PHX_ROOMS keeps per room; a flooding room loses its own oldest (-1: no bound)"},
 		{Key: "rooms.store_timeout", Default: 2 * time.Second, Help: "timeout of each KV operation"},
 	}
 }
@@ -64,9 +67,11 @@ func Rules(v *viper.Viper) (rooms.Rules, error) {
 		return rooms.Rules{}, err
 	}
 	return rooms.Rules{
-		PublicTopics:  svckit.List(v, "rooms.public"),
-		MaxBodyBytes:  v.GetInt("rooms.max_body_bytes"),
-		AnnounceJoins: v.GetBool("rooms.announce_joins"),
+		PublicTopics:   svckit.List(v, "rooms.public"),
+		MaxBodyBytes:   v.GetInt("rooms.max_body_bytes"),
+		AnnounceJoins:  v.GetBool("rooms.announce_joins"),
+		RoomRateLimit:  v.GetFloat64("rooms.room_rate_limit"),
+		RoomBytesLimit: v.GetFloat64("rooms.room_bytes_limit"),
 	}, nil
 }
 
@@ -81,8 +86,9 @@ func StoreOptions(v *viper.Viper) (rooms.StoreOptions, error) {
 	opts := rooms.StoreOptions{
 		Replicas: v.GetInt("rooms.kv_replicas"),
 		Stream: proto.RoomStreamOptions{
-			MaxAge:   v.GetDuration("rooms.stream_max_age"),
-			MaxBytes: v.GetInt64("rooms.stream_max_bytes"),
+			MaxAge:         v.GetDuration("rooms.stream_max_age"),
+			MaxBytes:       v.GetInt64("rooms.stream_max_bytes"),
+			MaxMsgsPerRoom: v.GetInt64("rooms.stream_max_msgs_per_room"),
 		},
 	}
 	return opts, Limits(v, &opts)

@@ -40,6 +40,26 @@ type Rules struct {
 	// logged-in user joins it (the channels guide's intercept example),
 	// to the channels joined with proto.JoinJoins only.
 	AnnounceJoins bool
+	// RoomRateLimit and RoomBytesLimit are each room's budget on this
+	// instance, in broadcasts and in bytes per second (budget.go); zero
+	// takes DefaultRoomRateLimit and DefaultRoomBytesLimit, Off (or any
+	// negative) turns it off.
+	RoomRateLimit  float64
+	RoomBytesLimit float64
+}
+
+// budget makes the per-room budget the rules ask for.
+func (r *Rules) budget() *budget {
+	limit := func(v, def float64) float64 {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return 0
+		}
+		return v
+	}
+	return newBudget(limit(r.RoomRateLimit, DefaultRoomRateLimit), limit(r.RoomBytesLimit, DefaultRoomBytesLimit))
 }
 
 // IsPublic reports whether anyone may join topic.

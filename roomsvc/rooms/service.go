@@ -41,8 +41,9 @@ type Options struct {
 
 // Service answers joins, pushes and membership requests for rooms:* topics.
 type Service struct {
-	opts Options
-	subs *proto.Subscriptions
+	opts   Options
+	subs   *proto.Subscriptions
+	budget *budget
 }
 
 // Start subscribes the service to its subjects. Stop it with Drain.
@@ -74,7 +75,7 @@ func Start(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("rooms: rooms.ignore_max %d: a full list may take %d bytes, more than the %d bytes a NATS message may carry here",
 			opts.Store.ignoreMax, need, opts.Conn.MaxPayload())
 	}
-	s := &Service{opts: opts}
+	s := &Service{opts: opts, budget: opts.Rules.budget()}
 	handlers := map[string]nats.MsgHandler{
 		proto.JoinSubject(opts.Service):   s.handleJoin,
 		proto.JoinedSubject(opts.Service): s.handleJoined,
@@ -103,10 +104,10 @@ func (s *Service) handleJoin(m *nats.Msg) {
 		s.respond(m, proto.Error("bad join request"))
 		return
 	}
-	s.respond(m, s.join(req))
+	s.respond(m, s.join(m, req))
 }
 
-func (s *Service) join(req proto.JoinRequest) proto.Reply {
+func (s *Service) join(m *nats.Msg, req proto.JoinRequest) proto.Reply {
 	if !IsRoom(req.Topic) || (req.UserID != "" && proto.ValidUserID(req.UserID) != nil) {
 		return proto.Error("unauthorized")
 	}
@@ -137,8 +138,13 @@ func (s *Service) join(req proto.JoinRequest) proto.Reply {
 	if s.opts.Rules.AnnounceJoins {
 		// The guide's user_joined, to everyone in the room but the user,
 		// on the channels that asked for announcements.
+		// Left out when the room is over its budget: a join storm must
+		// not fill the stream either.
 		payload, _ := proto.Marshal(map[string]string{"user_id": req.UserID})
-		s.broadcast(req.Topic, proto.Broadcast{Event: "user_joined", Payload: payload, From: req.UserID, ExcludeFrom: true, OptIn: proto.JoinJoins})
+		b := proto.Broadcast{Event: "user_joined", Payload: payload, From: req.UserID, ExcludeFrom: true, OptIn: proto.JoinJoins}
+		if s.budget.allow(req.Topic, size(req.Topic, b)) {
+			_ = s.broadcast(m, req.Topic, b)
+		}
 	}
 	return rep
 }
@@ -190,10 +196,10 @@ func (s *Service) handlePush(m *nats.Msg) {
 		s.respond(m, proto.Error("bad push request"))
 		return
 	}
-	s.respond(m, s.push(req))
+	s.respond(m, s.push(m, req))
 }
 
-func (s *Service) push(req proto.PushRequest) proto.Reply {
+func (s *Service) push(m *nats.Msg, req proto.PushRequest) proto.Reply {
 	if !IsRoom(req.Topic) {
 		return proto.Error("unauthorized")
 	}
@@ -228,12 +234,15 @@ func (s *Service) push(req proto.PushRequest) proto.Reply {
 			// (From), for the channels that ask for it (proto.JoinSender).
 			b.Payload, _ = proto.Marshal(newMsg{Body: body})
 		}
+		if !s.budget.allow(req.Topic, size(req.Topic, b)) {
+			return proto.Error(ReasonRoomBusy)
+		}
 		// Stored before the reply, so the gateway's next push from this
 		// client (sent only after this reply) is stored, and so delivered
 		// everywhere, after this one, whichever instance serves it. The
 		// stream's acknowledgement is also what makes the message safe
 		// from a NATS node failure.
-		if err := s.broadcast(req.Topic, b); err != nil {
+		if err := s.broadcast(m, req.Topic, b); err != nil {
 			return proto.Error("broadcast failed")
 		}
 		return proto.NoReply()
@@ -271,9 +280,24 @@ type newMsg struct {
 	Body string `json:"body"`
 }
 
-func (s *Service) broadcast(topic string, b proto.Broadcast) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+// errExpired: the request's deadline passed before its broadcast; its
+// client was told "service timeout", so it is not sent.
+var errExpired = errors.New("request deadline passed")
+
+// broadcast stores b in topic's room, for the request m, within the
+// request's deadline (proto.DeadlineHeader): a request whose client was
+// told it timed out is not broadcast. (A publish already on its way when
+// the deadline passes may still be stored: the window is that publish's
+// round trip.)
+func (s *Service) broadcast(m *nats.Msg, topic string, b proto.Broadcast) error {
+	if proto.Expired(m) {
+		s.opts.Logger.Debug("broadcast dropped: request past its deadline", "topic", topic, "event", b.Event)
+		return errExpired
+	}
+	ctx, cancel := proto.WithDeadline(context.Background(), m)
 	defer cancel()
+	ctx, cancel2 := context.WithTimeout(ctx, s.opts.StoreTimeout)
+	defer cancel2()
 	err := s.opts.Store.Broadcast(ctx, topic, b)
 	if err != nil {
 		s.opts.Logger.Error("broadcast failed", "topic", topic, "event", b.Event, "err", err)
