@@ -30,7 +30,13 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.dev_login", Default: d.DevLogin, Help: "serve GET /token?user_id=NAME (development only)"},
 		{Key: "gateway.request_timeout", Default: d.RequestTimeout, Help: "timeout of each request to a service"},
 		{Key: "gateway.send_queue", Default: d.SendQueueLen, Help: "frames queued per socket before it is closed as a slow consumer"},
-		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets with no traffic for this long"},
+		{Key: "gateway.send_queue_bytes", Default: d.SendQueueBytes, Help: "bytes queued per WebSocket (and being written) before it is closed as a slow consumer"},
+		{Key: "gateway.max_unfinished_bytes", Default: d.MaxUnfinishedBytes, Help: "bytes all WebSockets may hold of messages not yet complete; a socket that would exceed it is closed with 1009 (0: no bound)"},
+		{Key: "gateway.max_conns", Default: d.MaxConns, Help: "WebSockets this gateway accepts; more are answered 503 (0: no cap)"},
+		{Key: "gateway.max_conns_per_address", Default: d.MaxConnsPerAddr, Help: "WebSockets one client address (an IPv6 /64) may hold; more are answered 429 (0: no cap)"},
+		{Key: "gateway.trusted_proxies", Default: d.TrustedProxies, Help: "addresses or networks of proxies whose X-Forwarded-For names the client (none: the peer is the client)"},
+		{Key: "gateway.hosts", Default: d.Hosts, Help: "host names clients use (Phoenix's url host; *.domain; * any); others get 403; empty: the loopback names on a loopback http.addr, its host otherwise (required on 0.0.0.0)"},
+		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets that sent no complete message for this long (pings and fragments do not count)"},
 		{Key: "gateway.max_frame_size", Default: int(d.MaxFrameSize), Help: "largest client frame in bytes"},
 		{Key: "gateway.max_channels", Default: d.MaxChannels, Help: "topics one socket may join"},
 		{Key: "gateway.room_heartbeat", Default: d.RoomHeartbeat, Help: "heartbeat of the room stream consumer; a consumer silent for two is recreated"},
@@ -38,35 +44,49 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.rate_limit", Default: d.RateLimit, Help: "frames per second one socket may send (heartbeats exempt; -1: no limit)"},
 		{Key: "gateway.rate_burst", Default: d.RateBurst, Help: "burst of frames above the rate"},
 		{Key: "gateway.longpoll_window", Default: d.LongPollWindow, Help: "how long a long-poll request waits for messages"},
-		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: same host; *: any)"},
+		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: an origin on one of gateway.hosts; *: any)"},
 		{Key: "gateway.assets_dir", Default: d.AssetsDir, Help: "folder holding phoenix.min.js from npm, for the chat page"},
 	}
 }
 
 // Options reads the gateway.* keys. Conn and Logger are left to the caller.
 func Options(v *viper.Viper) (gateway.Options, error) {
-	if err := svckit.Positive(v, "gateway.send_queue", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
+	if err := svckit.Positive(v, "gateway.send_queue", "gateway.send_queue_bytes", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
 		return gateway.Options{}, err
 	}
 	linger := v.GetDuration("gateway.room_linger")
 	if linger == 0 {
 		linger = gateway.Off // 0 in the configuration means none; in Options, the default
 	}
+	// Likewise for the caps: 0 (or less) in the configuration means none.
+	orOff := func(n int64) int64 {
+		if n <= 0 {
+			return gateway.Off
+		}
+		return n
+	}
 	return gateway.Options{
-		Name:           v.GetString("gateway.name"),
-		AllowAnonymous: v.GetBool("gateway.allow_anonymous"),
-		DevLogin:       v.GetBool("gateway.dev_login"),
-		RequestTimeout: v.GetDuration("gateway.request_timeout"),
-		SendQueueLen:   v.GetInt("gateway.send_queue"),
-		IdleTimeout:    v.GetDuration("gateway.idle_timeout"),
-		MaxFrameSize:   v.GetInt64("gateway.max_frame_size"),
-		MaxChannels:    v.GetInt("gateway.max_channels"),
-		RoomHeartbeat:  v.GetDuration("gateway.room_heartbeat"),
-		RoomLinger:     linger,
-		RateLimit:      v.GetFloat64("gateway.rate_limit"),
-		RateBurst:      v.GetInt("gateway.rate_burst"),
-		LongPollWindow: v.GetDuration("gateway.longpoll_window"),
-		CheckOrigin:    svckit.List(v, "gateway.check_origin"),
-		AssetsDir:      v.GetString("gateway.assets_dir"),
+		Name:               v.GetString("gateway.name"),
+		AllowAnonymous:     v.GetBool("gateway.allow_anonymous"),
+		DevLogin:           v.GetBool("gateway.dev_login"),
+		RequestTimeout:     v.GetDuration("gateway.request_timeout"),
+		SendQueueLen:       v.GetInt("gateway.send_queue"),
+		SendQueueBytes:     v.GetInt("gateway.send_queue_bytes"),
+		MaxUnfinishedBytes: orOff(v.GetInt64("gateway.max_unfinished_bytes")),
+		MaxConns:           int(orOff(v.GetInt64("gateway.max_conns"))),
+		MaxConnsPerAddr:    int(orOff(v.GetInt64("gateway.max_conns_per_address"))),
+		TrustedProxies:     svckit.List(v, "gateway.trusted_proxies"),
+		Hosts:              svckit.List(v, "gateway.hosts"),
+		ListenAddr:         v.GetString("http.addr"),
+		IdleTimeout:        v.GetDuration("gateway.idle_timeout"),
+		MaxFrameSize:       v.GetInt64("gateway.max_frame_size"),
+		MaxChannels:        v.GetInt("gateway.max_channels"),
+		RoomHeartbeat:      v.GetDuration("gateway.room_heartbeat"),
+		RoomLinger:         linger,
+		RateLimit:          v.GetFloat64("gateway.rate_limit"),
+		RateBurst:          v.GetInt("gateway.rate_burst"),
+		LongPollWindow:     v.GetDuration("gateway.longpoll_window"),
+		CheckOrigin:        svckit.List(v, "gateway.check_origin"),
+		AssetsDir:          v.GetString("gateway.assets_dir"),
 	}, nil
 }
