@@ -151,15 +151,15 @@ func DefaultOptions() Options {
 		// Generous for offices and carriers behind one NAT address; a
 		// single machine can still not take more than 1 % of the gateway.
 		MaxConnsPerAddr: 1000,
-		WriteTimeout:   10 * time.Second,
-		IdleTimeout:    60 * time.Second,
-		MaxFrameSize:   1 << 20,
-		RoomHeartbeat:  fanout.DefaultHeartbeat,
-		RoomLinger:     fanout.DefaultLinger,
-		MaxChannels:    100,
-		RateLimit:      1000,
-		RateBurst:      1000,
-		LongPollWindow: longpoll.DefaultWindow,
+		WriteTimeout:    10 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		MaxFrameSize:    1 << 20,
+		RoomHeartbeat:   fanout.DefaultHeartbeat,
+		RoomLinger:      fanout.DefaultLinger,
+		MaxChannels:     100,
+		RateLimit:       1000,
+		RateBurst:       1000,
+		LongPollWindow:  longpoll.DefaultWindow,
 	}
 }
 

@@ -37,7 +37,7 @@ type conn struct {
 	lastActive atomic.Int64
 	// releaseSlot gives the socket's place back to the connection caps.
 	releaseSlot func()
-	ended   atomic.Bool
+	ended       atomic.Bool
 	// writeDeadline is the write deadline last set; only the socket's
 	// writer touches it.
 	writeDeadline time.Time
@@ -49,7 +49,7 @@ type conn struct {
 	// writer took and has not finished: together bounded by
 	// SendQueueBytes.
 	queued, inflight int
-	pong  []byte          // a ping's payload to answer, nil when none
+	pong             []byte // a ping's payload to answer, nil when none
 	// writing: a writer owns the socket (it is on writers' list, being
 	// written, or has a goroutine of its own). Only the owner writes, so
 	// a write the client could take only in part is finished before
