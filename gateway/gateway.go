@@ -143,6 +143,17 @@ func DefaultOptions() Options {
 		Routes:         DefaultRoutes,
 		RequestTimeout: 5 * time.Second,
 		SendQueueLen:   1024,
+		WriteTimeout:   10 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MaxFrameSize:   1 << 20,
+		RoomHeartbeat:  fanout.DefaultHeartbeat,
+		RoomLinger:     fanout.DefaultLinger,
+		MaxChannels:    100,
+		RateLimit:      1000,
+		RateBurst:      1000,
+		LongPollWindow: longpoll.DefaultWindow,
+
+		// What a client may hold of the gateway (issue 13).
 		SendQueueBytes: 4 << 20,
 		// Fragmented or slow messages of 64 sockets at the 1 MiB frame
 		// limit; a chat message is a few hundred bytes in one read.
@@ -151,15 +162,6 @@ func DefaultOptions() Options {
 		// Generous for offices and carriers behind one NAT address; a
 		// single machine can still not take more than 1 % of the gateway.
 		MaxConnsPerAddr: 1000,
-		WriteTimeout:    10 * time.Second,
-		IdleTimeout:     60 * time.Second,
-		MaxFrameSize:    1 << 20,
-		RoomHeartbeat:   fanout.DefaultHeartbeat,
-		RoomLinger:      fanout.DefaultLinger,
-		MaxChannels:     100,
-		RateLimit:       1000,
-		RateBurst:       1000,
-		LongPollWindow:  longpoll.DefaultWindow,
 	}
 }
 
