@@ -58,35 +58,42 @@ func Options(v *viper.Viper) (gateway.Options, error) {
 	if linger == 0 {
 		linger = gateway.Off // 0 in the configuration means none; in Options, the default
 	}
-	// Likewise for the caps: 0 (or less) in the configuration means none.
-	orOff := func(n int64) int64 {
-		if n <= 0 {
-			return gateway.Off
-		}
-		return n
+	opts := gateway.Options{
+		Name:           v.GetString("gateway.name"),
+		AllowAnonymous: v.GetBool("gateway.allow_anonymous"),
+		DevLogin:       v.GetBool("gateway.dev_login"),
+		RequestTimeout: v.GetDuration("gateway.request_timeout"),
+		SendQueueLen:   v.GetInt("gateway.send_queue"),
+		IdleTimeout:    v.GetDuration("gateway.idle_timeout"),
+		MaxFrameSize:   v.GetInt64("gateway.max_frame_size"),
+		MaxChannels:    v.GetInt("gateway.max_channels"),
+		RoomHeartbeat:  v.GetDuration("gateway.room_heartbeat"),
+		RoomLinger:     linger,
+		RateLimit:      v.GetFloat64("gateway.rate_limit"),
+		RateBurst:      v.GetInt("gateway.rate_burst"),
+		LongPollWindow: v.GetDuration("gateway.longpoll_window"),
+		CheckOrigin:    svckit.List(v, "gateway.check_origin"),
+		AssetsDir:      v.GetString("gateway.assets_dir"),
 	}
-	return gateway.Options{
-		Name:               v.GetString("gateway.name"),
-		AllowAnonymous:     v.GetBool("gateway.allow_anonymous"),
-		DevLogin:           v.GetBool("gateway.dev_login"),
-		RequestTimeout:     v.GetDuration("gateway.request_timeout"),
-		SendQueueLen:       v.GetInt("gateway.send_queue"),
-		SendQueueBytes:     v.GetInt("gateway.send_queue_bytes"),
-		MaxUnfinishedBytes: orOff(v.GetInt64("gateway.max_unfinished_bytes")),
-		MaxConns:           int(orOff(v.GetInt64("gateway.max_conns"))),
-		MaxConnsPerAddr:    int(orOff(v.GetInt64("gateway.max_conns_per_address"))),
-		TrustedProxies:     svckit.List(v, "gateway.trusted_proxies"),
-		Hosts:              svckit.List(v, "gateway.hosts"),
-		ListenAddr:         v.GetString("http.addr"),
-		IdleTimeout:        v.GetDuration("gateway.idle_timeout"),
-		MaxFrameSize:       v.GetInt64("gateway.max_frame_size"),
-		MaxChannels:        v.GetInt("gateway.max_channels"),
-		RoomHeartbeat:      v.GetDuration("gateway.room_heartbeat"),
-		RoomLinger:         linger,
-		RateLimit:          v.GetFloat64("gateway.rate_limit"),
-		RateBurst:          v.GetInt("gateway.rate_burst"),
-		LongPollWindow:     v.GetDuration("gateway.longpoll_window"),
-		CheckOrigin:        svckit.List(v, "gateway.check_origin"),
-		AssetsDir:          v.GetString("gateway.assets_dir"),
-	}, nil
+	edgeOptions(v, &opts)
+	return opts, nil
+}
+
+// edgeOptions reads what a client may hold of the gateway (issue 13) and
+// the names and proxies it is reached by. As with room_linger, 0 in the
+// configuration means no cap.
+func edgeOptions(v *viper.Viper, opts *gateway.Options) {
+	orOff := func(key string) int64 {
+		if n := v.GetInt64(key); n > 0 {
+			return n
+		}
+		return gateway.Off
+	}
+	opts.SendQueueBytes = v.GetInt("gateway.send_queue_bytes")
+	opts.MaxUnfinishedBytes = orOff("gateway.max_unfinished_bytes")
+	opts.MaxConns = int(orOff("gateway.max_conns"))
+	opts.MaxConnsPerAddr = int(orOff("gateway.max_conns_per_address"))
+	opts.TrustedProxies = svckit.List(v, "gateway.trusted_proxies")
+	opts.Hosts = svckit.List(v, "gateway.hosts")
+	opts.ListenAddr = v.GetString("http.addr")
 }
