@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -336,9 +335,9 @@ func (s *Server) hold(n int64) bool {
 	return true
 }
 
-// firstRead is the buffer a message is read into at first; beyond it,
-// what the message takes is held against MaxUnfinishedBytes until it is
-// complete.
+// firstRead is the buffer a message is read into at first; what the
+// buffer grows by beyond it is held against MaxUnfinishedBytes until the
+// message is complete.
 const firstRead = 512
 
 // readMessage reads the next message as gorilla's ReadMessage does (it
@@ -362,7 +361,7 @@ func (c *conn) readMessage() (typ int, data []byte, err error) {
 				return typ, nil, errOverBudget
 			}
 			held += int64(grow)
-			data = slices.Grow(data, grow)
+			data = append(make([]byte, 0, cap(data)+grow), data...)
 		}
 		n, err := r.Read(data[len(data):cap(data)])
 		data = data[:len(data)+n]
