@@ -31,7 +31,7 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.request_timeout", Default: d.RequestTimeout, Help: "timeout of each request to a service"},
 		{Key: "gateway.send_queue", Default: d.SendQueueLen, Help: "frames queued per socket before it is closed as a slow consumer"},
 		{Key: "gateway.send_queue_bytes", Default: d.SendQueueBytes, Help: "bytes queued per WebSocket (and being written) before it is closed as a slow consumer"},
-		{Key: "gateway.max_unfinished_bytes", Default: d.MaxUnfinishedBytes, Help: "bytes all WebSockets may hold of messages not yet complete; a socket that would exceed it is closed with 1009 (0: no bound)"},
+		{Key: "gateway.max_unfinished_bytes", Default: int(d.MaxUnfinishedBytes), Help: "bytes all WebSockets may hold of messages not yet complete; a socket that would exceed it is closed with 1009 (0: no bound)"},
 		{Key: "gateway.max_conns", Default: d.MaxConns, Help: "WebSockets this gateway accepts; more are answered 503 (0: no cap)"},
 		{Key: "gateway.max_conns_per_address", Default: d.MaxConnsPerAddr, Help: "WebSockets one client address (an IPv6 /64) may hold; more are answered 429 (0: no cap)"},
 		{Key: "gateway.trusted_proxies", Default: d.TrustedProxies, Help: "addresses or networks of proxies whose X-Forwarded-For names the client (none: the peer is the client)"},
