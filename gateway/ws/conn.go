@@ -26,6 +26,7 @@ type conn struct {
 	ws   *websocket.Conn
 	raw  syscall.RawConn // nil when the connection is not a plain socket
 	ser  wire.Serializer
+	user string // for logs: set before the socket is shared, unlike sess
 	sess *session.Session
 	// rd is the state of a socket read by the shared pollers, nil when
 	// the socket has a reader goroutine.
@@ -138,7 +139,7 @@ func (c *conn) Deliver(f session.Frame) {
 		frames, bytes := len(c.queue), c.queued+c.inflight
 		c.mu.Unlock()
 		c.srv.cfg.Metrics.SlowDisconnects.Inc()
-		c.srv.cfg.Logger.Warn("slow consumer disconnected", "user", c.sess.UserID(), "frames", frames, "bytes", bytes)
+		c.srv.cfg.Logger.Warn("slow consumer disconnected", "user", c.user, "frames", frames, "bytes", bytes)
 		c.abort(CloseSlowConsumer, "send queue full")
 		return
 	}
@@ -414,7 +415,7 @@ func (c *conn) readLoop() {
 func (c *conn) overBudget() {
 	c.srv.cfg.Metrics.OverBudget.Inc()
 	c.srv.cfg.Logger.Warn("unfinished messages over the gateway's budget, closing socket",
-		"budget", c.srv.cfg.MaxUnfinishedBytes, "user", c.sess.UserID())
+		"budget", c.srv.cfg.MaxUnfinishedBytes, "user", c.user)
 }
 
 // received acts on one message from the client, for either reader.

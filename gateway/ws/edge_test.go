@@ -129,8 +129,8 @@ func TestIdlePingsAndFragmentsDoNotCount(t *testing.T) {
 			hs.Close()
 			s.Close()
 		})
+		start := time.Now() // before the dial: the idle clock starts at the upgrade
 		ws, _ := dial(t, e, "ws"+strings.TrimPrefix(hs.URL, "http")+"/socket/websocket?vsn=2.0.0", "pinger")
-		start := time.Now()
 		writeRaw(t, ws.NetConn(), text(false, `[null,"1","phoenix",`))
 		stop := make(chan struct{})
 		done := make(chan struct{})

@@ -143,7 +143,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Metrics.ConnectsRefused.WithLabelValues("upgrade").Inc()
 		return
 	}
-	c := &conn{srv: s, ws: ws, ser: client.Ser, releaseSlot: release}
+	c := &conn{srv: s, ws: ws, ser: client.Ser, user: client.UserID, releaseSlot: release}
 	c.raw = rawConn(ws.NetConn())
 	c.rd = s.newPollState(c.raw)
 	ws.SetPingHandler(c.onPing)
