@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/phxnats/phxnats/gateway/connect"
@@ -41,6 +42,19 @@ func edgeServer(t *testing.T, e *gwtest.Env, cfg Config, deps *connect.Deps) (*S
 		s.Close()
 	})
 	return s, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socket/websocket?vsn=2.0.0"
+}
+
+// expectClose reads until the server's close frame, within 10 seconds: its
+// code must be want, and counted, once, by counter.
+func expectClose(t *testing.T, ws *websocket.Conn, want int, counter prometheus.Counter) {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if code := readClose(t, ws); code != want {
+		t.Fatalf("close %d, want %d", code, want)
+	}
+	if n := testutil.ToFloat64(counter); n != 1 {
+		t.Fatalf("counted %v times, want once", n)
+	}
 }
 
 // waitFor polls cond for 5 seconds.
@@ -74,16 +88,10 @@ func TestUnfinishedMessagesBudget(t *testing.T) {
 		}
 		// The third would pass the budget: 1009.
 		over, _ := dial(t, e, url, "over")
-		_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
 		writeRaw(t, over.NetConn(), fragment)
-		if code := readClose(t, over); code != CloseOverBudget {
-			t.Fatalf("over the budget: close %d, want %d", code, CloseOverBudget)
-		}
+		expectClose(t, over, CloseOverBudget, e.Metrics.OverBudget)
 		if n := s.unfinished.Load(); n > budget {
 			t.Fatalf("%d bytes held, over the budget of %d", n, budget)
-		}
-		if n := testutil.ToFloat64(e.Metrics.OverBudget); n != 1 {
-			t.Fatalf("over-budget closes counted %v", n)
 		}
 		// A socket that goes away gives its share back.
 		_ = clients[0].NetConn().Close()
@@ -218,13 +226,7 @@ func TestSendQueueBytes(t *testing.T) {
 	for range 1000 { // 64 MB in 1,000 frames: within the frame bound
 		c.Deliver(big)
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if code := readClose(t, ws); code != CloseSlowConsumer {
-		t.Fatalf("close %d, want %d", code, CloseSlowConsumer)
-	}
-	if n := testutil.ToFloat64(e.Metrics.SlowDisconnects); n != 1 {
-		t.Fatalf("slow consumers counted %v", n)
-	}
+	expectClose(t, ws, CloseSlowConsumer, e.Metrics.SlowDisconnects)
 }
 
 // Issue 13, point 8: a panic in one socket's handling closes that socket
@@ -258,13 +260,7 @@ func TestPanicClosesOnlyThatSocket(t *testing.T) {
 				if err := victim.WriteMessage(websocket.TextMessage, []byte(tt.frame)); err != nil {
 					t.Fatal(err)
 				}
-				_ = victim.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if code := readClose(t, victim); code != ClosePanic {
-					t.Fatalf("close %d, want %d", code, ClosePanic)
-				}
-				if n := testutil.ToFloat64(e.Metrics.Panics); n != 1 {
-					t.Fatalf("panics counted %v", n)
-				}
+				expectClose(t, victim, ClosePanic, e.Metrics.Panics)
 				e.WaitUser(t, "victim", 0)
 				bc.Deliver(session.Frame{Data: []byte("still here")})
 				_ = bystander.SetReadDeadline(time.Now().Add(5 * time.Second))
