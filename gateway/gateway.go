@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,9 +57,39 @@ type Options struct {
 	// SendQueueLen is the most frames queued to one socket; when a socket's
 	// queue is full it is closed with ws.CloseSlowConsumer.
 	SendQueueLen int
+	// SendQueueBytes bounds a WebSocket's queue in bytes as well (the
+	// frames queued and those being written; a broadcast counts in full
+	// for each socket); over it the socket is closed as a slow consumer.
+	SendQueueBytes int
+	// MaxUnfinishedBytes bounds the bytes all WebSockets together hold of
+	// client messages not yet complete (fragments so far, a frame's
+	// start); a socket that would take them over it is closed with 1009.
+	// Each socket's share is bounded by MaxFrameSize. Off: no bound.
+	MaxUnfinishedBytes int64
+	// MaxConns caps the gateway's WebSockets (503 when full) and
+	// MaxConnsPerAddr those of one client address (429), an IPv6 /64
+	// counting as one address. Off: no cap.
+	MaxConns, MaxConnsPerAddr int
+	// TrustedProxies are the addresses and networks ("10.0.0.0/8") of the
+	// proxies whose X-Forwarded-For names the client; a request from any
+	// other peer is that peer's.
+	TrustedProxies []string
+	// Hosts are the names clients reach the gateway by, as a Phoenix
+	// endpoint's url host: a request for the sockets, the development
+	// login or the page with any other Host is refused with 403, so that a
+	// page on another name resolving to the gateway (DNS rebinding) cannot
+	// use it. Entries: "chat.example.com", "*.example.com", addresses;
+	// "*" accepts any Host. Empty: connect.DefaultHosts(ListenAddr), the
+	// loopback names for a gateway on loopback; one listening on every
+	// interface must list them. Health and metrics answer any Host.
+	Hosts []string
+	// ListenAddr is the address the HTTP server listens on, for the
+	// default Hosts; "" counts as loopback.
+	ListenAddr string
 	// WriteTimeout bounds one batch of writes to a socket.
 	WriteTimeout time.Duration
-	// IdleTimeout closes sockets with no traffic either way (Phoenix's 60s).
+	// IdleTimeout closes WebSockets that sent no complete message for
+	// this long (Phoenix's 60s); pings and fragments do not count.
 	IdleTimeout time.Duration
 	// MaxFrameSize is the largest client frame in bytes; larger ones close
 	// the socket with 1009.
@@ -106,8 +138,8 @@ type Options struct {
 	NATSGrace time.Duration
 	// CheckOrigin lists the browser origins allowed to connect, written as
 	// Phoenix's check_origin list ("https://example.com", "//example.com",
-	// "//*.example.com"); empty means the request's own host; "*" allows
-	// any. Requests without an Origin header are always allowed. A refused
+	// "//*.example.com"); empty means an origin whose host is one of Hosts
+	// (the request's own Host when Hosts is "*"); "*" allows any. Requests without an Origin header are always allowed. A refused
 	// origin gets HTTP 403.
 	CheckOrigin []string
 	// DevLogin serves GET /token?user_id=NAME, which asks authsvc to sign a
@@ -157,6 +189,16 @@ func DefaultOptions() Options {
 		LongPollMaxPerAddr:  50,
 		NATSGrace:           10 * time.Second,
 		LongPollWindow:      longpoll.DefaultWindow,
+
+		// What a client may hold of the gateway (issue 13).
+		SendQueueBytes: 4 << 20,
+		// Fragmented or slow messages of 64 sockets at the 1 MiB frame
+		// limit; a chat message is a few hundred bytes in one read.
+		MaxUnfinishedBytes: 64 << 20,
+		MaxConns:           100_000,
+		// Generous for offices and carriers behind one NAT address; a
+		// single machine can still not take more than 1 % of the gateway.
+		MaxConnsPerAddr: 1000,
 	}
 }
 
@@ -172,6 +214,13 @@ func (opts Options) withDefaults() Options {
 	}
 	setDefault(&opts.RequestTimeout, d.RequestTimeout)
 	setDefault(&opts.SendQueueLen, d.SendQueueLen)
+	setDefault(&opts.SendQueueBytes, d.SendQueueBytes)
+	setDefault(&opts.MaxUnfinishedBytes, d.MaxUnfinishedBytes)
+	setDefault(&opts.MaxConns, d.MaxConns)
+	setDefault(&opts.MaxConnsPerAddr, d.MaxConnsPerAddr)
+	opts.MaxUnfinishedBytes = max(opts.MaxUnfinishedBytes, 0) // Off: 0 for ws
+	opts.MaxConns = max(opts.MaxConns, 0)                     // Off: 0 for connect
+	opts.MaxConnsPerAddr = max(opts.MaxConnsPerAddr, 0)
 	setDefault(&opts.WriteTimeout, d.WriteTimeout)
 	setDefault(&opts.IdleTimeout, d.IdleTimeout)
 	setDefault(&opts.MaxFrameSize, d.MaxFrameSize)
@@ -238,6 +287,7 @@ type Gateway struct {
 	ws         *ws.Server
 	lp         *longpoll.Server
 	stopWatch  func()
+	connect    *connect.Checker
 }
 
 // New creates a Gateway.
@@ -254,14 +304,29 @@ func New(opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: route %q: %w", r.Pattern, err)
 		}
 	}
+	hosts := opts.Hosts
+	if len(hosts) == 0 {
+		var err error
+		if hosts, err = connect.DefaultHosts(opts.ListenAddr); err != nil {
+			return nil, err
+		}
+	} else if slices.Contains(hosts, "*") {
+		opts.Logger.Warn("gateway.hosts is *: any Host is accepted, so a page on any name resolving to this gateway can use it (DNS rebinding); list the public names instead")
+	}
+	proxies, err := connect.ParseTrustedProxies(opts.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{opts: opts, log: opts.Logger, metrics: metrics.New()}
 	checker, err := connect.New(connect.Options{
 		Conn: opts.Conn, RequestTimeout: opts.RequestTimeout, AllowAnonymous: opts.AllowAnonymous,
-		CheckOrigin: opts.CheckOrigin, Metrics: g.metrics, Logger: g.log,
+		CheckOrigin: opts.CheckOrigin, Hosts: hosts, TrustedProxies: proxies,
+		MaxConns: opts.MaxConns, MaxConnsPerAddr: opts.MaxConnsPerAddr, Metrics: g.metrics, Logger: g.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	g.connect = checker
 	if g.hub, err = fanout.New(fanout.Options{Conn: opts.Conn, Heartbeat: opts.RoomHeartbeat, Linger: opts.RoomLinger, Logger: g.log, Metrics: g.metrics}); err != nil {
 		return nil, err
 	}
@@ -281,7 +346,7 @@ func New(opts Options) (*Gateway, error) {
 	g.ws = ws.New(ws.Config{
 		Deps:         deps,
 		SendQueueLen: opts.SendQueueLen, WriteTimeout: opts.WriteTimeout, IdleTimeout: opts.IdleTimeout,
-		MaxFrameSize: opts.MaxFrameSize,
+		MaxFrameSize: opts.MaxFrameSize, SendQueueBytes: opts.SendQueueBytes, MaxUnfinishedBytes: opts.MaxUnfinishedBytes,
 	})
 	g.lp = longpoll.New(longpoll.Config{
 		Deps:         deps,
@@ -315,15 +380,52 @@ func (g *Gateway) LongPollSessions() int { return g.lp.Sessions() }
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/socket/websocket", g.refuseWithoutNATS(g.ws))
-	mux.Handle("/socket/longpoll", g.lp)
+	mux.Handle("/socket/longpoll", g.knownHost(g.lp))
 	if g.opts.DevLogin {
-		mux.HandleFunc("GET /token", g.serveToken)
+		mux.Handle("GET /token", g.knownHost(http.HandlerFunc(g.serveToken)))
 	}
 	mux.HandleFunc("GET /healthz", g.serveHealth)
 	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("GET /metrics", g.metrics.Handler())
 	g.handlePage(mux)
-	return mux
+	return g.recoverPanics(mux)
+}
+
+// knownHost refuses, with 403, a request whose Host is not one of
+// Options.Hosts. WebSockets check it on their own (package connect),
+// before anything else; long-poll requests, answered with a JSON status
+// otherwise, get a plain 403 here, as the page does.
+func (g *Gateway) knownHost(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.connect.HostAllowed(r) {
+			g.metrics.ConnectsRefused.WithLabelValues("host").Inc()
+			http.Error(w, "unknown host", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics counts a panic of a request's handling (a long-poll
+// request, the page) in phx_gateway_panics_total and answers 500 when
+// nothing was sent yet; net/http would recover it too, uncounted. A
+// WebSocket's own goroutines recover in package ws.
+func (g *Gateway) recoverPanics(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v) // net/http's way to abort a response, not a failure
+			}
+			g.metrics.Panics.Inc()
+			g.log.Error("panic serving a request", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			w.WriteHeader(http.StatusInternalServerError)
+		}()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Shutdown drains the gateway: every socket gets the frames already queued

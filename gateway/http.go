@@ -78,7 +78,7 @@ func httpJSON(w http.ResponseWriter, status int, v any) {
 
 // handlePage serves the chat page and phoenix.js from AssetsDir.
 func (g *Gateway) handlePage(mux *http.ServeMux) {
-	files := http.FileServerFS(web.Files)
+	files := g.knownHost(http.FileServerFS(web.Files))
 	mux.Handle("GET /{$}", files)
 	mux.Handle("GET /app.js", files)
 	mux.Handle("GET /app.css", files)
@@ -86,12 +86,12 @@ func (g *Gateway) handlePage(mux *http.ServeMux) {
 	if _, err := os.Stat(js); err != nil {
 		g.log.Warn("phoenix.js not found: the chat page will not work until `make assets` installs it", "path", js)
 	}
-	mux.HandleFunc("GET /assets/phoenix.js", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /assets/phoenix.js", g.knownHost(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := os.Stat(js); err != nil {
 			http.Error(w, "phoenix.js is not installed: run `make assets` (npm install in gateway/web)", http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 		http.ServeFile(w, r, js)
-	})
+	})))
 }

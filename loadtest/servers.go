@@ -112,6 +112,7 @@ func serveMain(args []string) int {
 	rateLimit := fs.Float64("gateway-rate-limit", -1, "frames/s per socket, and per user and per address (-1: none)")
 	sendQueue := fs.Int("gateway-send-queue", 1024, "frames queued per socket")
 	idle := fs.Duration("gateway-idle-timeout", 60*time.Second, "idle timeout")
+	perAddr := fs.Int("gateway-max-conns-per-address", -1, "WebSockets per client address (-1: no cap; the load spreads ~1,200 sockets over each of its 16 source addresses)")
 	secret := fs.String("secret", "", "secret_key_base (default: generated in data-dir)")
 	announce := fs.Bool("rooms-announce-joins", false, "broadcast user_joined when a logged-in user joins (allinone's default is true)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
@@ -162,6 +163,7 @@ func serveMain(args []string) int {
 	}
 	cfg.Gateway.SendQueueLen = *sendQueue
 	cfg.Gateway.IdleTimeout = *idle
+	cfg.Gateway.MaxConnsPerAddr = *perAddr
 	cfg.Rooms.AnnounceJoins = *announce
 	for _, p := range strings.Split(*public, ",") {
 		if p = strings.TrimSpace(p); p != "" {

@@ -228,6 +228,9 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	}
 	gopts := cfg.Gateway
 	gopts.Conn = gnc
+	if gopts.ListenAddr == "" {
+		gopts.ListenAddr = cfg.HTTPAddr // for the default gateway.hosts
+	}
 	gopts.Logger = s.log.With("svc", "gateway")
 	if s.gateway, err = gateway.New(gopts); err != nil {
 		return nil, err

@@ -649,8 +649,8 @@ func TestRevokeRemovesJoinedMember(t *testing.T) {
 	alice.expectSkippingJoins(`["1","4","rooms:lobby","phx_reply",{"response":{},"status":"ok"}]`)
 }
 
-// A socket with no traffic either way is closed after the idle timeout
-// (Phoenix: 60 s, close 1002); heartbeats or broadcasts keep it open.
+// A socket that sends no complete message is closed after the idle timeout
+// (Phoenix: 60 s, close 1002); heartbeats keep it open.
 func TestIdleTimeout(t *testing.T) {
 	s := startSystem(t, func(c *Config) { c.Gateway.IdleTimeout = 400 * time.Millisecond })
 	start := time.Now() // before the dial: the server's idle clock starts at the upgrade

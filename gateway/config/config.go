@@ -32,7 +32,13 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.dev_login_public", Default: false, Help: "allow gateway.dev_login on a listen address beyond loopback (anyone who reaches it gets a token for any name)"},
 		{Key: "gateway.request_timeout", Default: d.RequestTimeout, Help: "timeout of each request to a service"},
 		{Key: "gateway.send_queue", Default: d.SendQueueLen, Help: "frames queued per socket before it is closed as a slow consumer"},
-		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets with no traffic for this long"},
+		{Key: "gateway.send_queue_bytes", Default: d.SendQueueBytes, Help: "bytes queued per WebSocket (and being written) before it is closed as a slow consumer"},
+		{Key: "gateway.max_unfinished_bytes", Default: int(d.MaxUnfinishedBytes), Help: "bytes all WebSockets may hold of messages not yet complete; a socket that would exceed it is closed with 1009 (0: no bound)"},
+		{Key: "gateway.max_conns", Default: d.MaxConns, Help: "WebSockets this gateway accepts; more are answered 503 (0: no cap)"},
+		{Key: "gateway.max_conns_per_address", Default: d.MaxConnsPerAddr, Help: "WebSockets one client address (an IPv6 /64) may hold; more are answered 429 (0: no cap)"},
+		{Key: "gateway.trusted_proxies", Default: d.TrustedProxies, Help: "addresses or networks of proxies whose X-Forwarded-For names the client (none: the peer is the client)"},
+		{Key: "gateway.hosts", Default: d.Hosts, Help: "host names clients use (Phoenix's url host; *.domain; * any); others get 403; empty: the loopback names on a loopback http.addr, its host otherwise (required on 0.0.0.0)"},
+		{Key: "gateway.idle_timeout", Default: d.IdleTimeout, Help: "close sockets that sent no complete message for this long (pings and fragments do not count)"},
 		{Key: "gateway.max_frame_size", Default: int(d.MaxFrameSize), Help: "largest client frame in bytes"},
 		{Key: "gateway.max_channels", Default: d.MaxChannels, Help: "topics one socket may join"},
 		{Key: "gateway.room_heartbeat", Default: d.RoomHeartbeat, Help: "heartbeat of the room stream consumer; a consumer silent for two is recreated"},
@@ -48,7 +54,7 @@ func Settings(d gateway.Options) []svckit.Setting {
 		{Key: "gateway.longpoll_max_per_addr", Default: d.LongPollMaxPerAddr, Help: "long-poll sessions from one client address (-1: no bound)"},
 		{Key: "gateway.nats_grace", Default: d.NATSGrace, Help: "without NATS this long, close every socket (1013) and refuse new ones until it is back (-1s: never)"},
 		{Key: "gateway.longpoll_window", Default: d.LongPollWindow, Help: "how long a long-poll request waits for messages"},
-		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: same host; *: any)"},
+		{Key: "gateway.check_origin", Default: d.CheckOrigin, Help: "allowed browser origins, Phoenix style (empty: an origin on one of gateway.hosts; *: any)"},
 		{Key: "gateway.assets_dir", Default: d.AssetsDir, Help: "folder holding phoenix.min.js from npm, for the chat page"},
 	}
 }
@@ -67,14 +73,14 @@ func CheckDevLogin(v *viper.Viper, addr string) error {
 
 // Options reads the gateway.* keys. Conn and Logger are left to the caller.
 func Options(v *viper.Viper) (gateway.Options, error) {
-	if err := svckit.Positive(v, "gateway.send_queue", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
+	if err := svckit.Positive(v, "gateway.send_queue", "gateway.send_queue_bytes", "gateway.max_frame_size", "gateway.max_channels"); err != nil {
 		return gateway.Options{}, err
 	}
 	linger := v.GetDuration("gateway.room_linger")
 	if linger == 0 {
 		linger = gateway.Off // 0 in the configuration means none; in Options, the default
 	}
-	return gateway.Options{
+	opts := gateway.Options{
 		Name:                v.GetString("gateway.name"),
 		AllowAnonymous:      v.GetBool("gateway.allow_anonymous"),
 		DevLogin:            v.GetBool("gateway.dev_login"),
@@ -98,5 +104,26 @@ func Options(v *viper.Viper) (gateway.Options, error) {
 		LongPollWindow:      v.GetDuration("gateway.longpoll_window"),
 		CheckOrigin:         svckit.List(v, "gateway.check_origin"),
 		AssetsDir:           v.GetString("gateway.assets_dir"),
-	}, nil
+	}
+	edgeOptions(v, &opts)
+	return opts, nil
+}
+
+// edgeOptions reads what a client may hold of the gateway (issue 13) and
+// the names and proxies it is reached by. As with room_linger, 0 in the
+// configuration means no cap.
+func edgeOptions(v *viper.Viper, opts *gateway.Options) {
+	orOff := func(key string) int64 {
+		if n := v.GetInt64(key); n > 0 {
+			return n
+		}
+		return gateway.Off
+	}
+	opts.SendQueueBytes = v.GetInt("gateway.send_queue_bytes")
+	opts.MaxUnfinishedBytes = orOff("gateway.max_unfinished_bytes")
+	opts.MaxConns = int(orOff("gateway.max_conns"))
+	opts.MaxConnsPerAddr = int(orOff("gateway.max_conns_per_address"))
+	opts.TrustedProxies = svckit.List(v, "gateway.trusted_proxies")
+	opts.Hosts = svckit.List(v, "gateway.hosts")
+	opts.ListenAddr = v.GetString("http.addr")
 }

@@ -1,13 +1,15 @@
 // Package connect holds what every new Phoenix socket goes through,
-// whatever its transport: Phoenix's check_origin, the serializer version
-// (vsn), the user's token and its verification by authsvc.
+// whatever its transport: the Host and Phoenix's check_origin, the
+// serializer version (vsn), the user's token and its verification by
+// authsvc; the client's address (behind trusted proxies) and the caps on
+// connections per address and per gateway.
 package connect
 
 import (
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -30,27 +32,49 @@ type Options struct {
 	AllowAnonymous bool
 	// CheckOrigin is Phoenix's check_origin list (see originChecker).
 	CheckOrigin []string
-	Metrics     *metrics.Metrics
-	Logger      *slog.Logger
+	// Hosts are the names clients reach the gateway by (see hostChecker);
+	// nil: LoopbackHosts.
+	Hosts []string
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed
+	// (ParseTrustedProxies); none: the peer's address is the client's.
+	TrustedProxies []netip.Prefix
+	// MaxConns and MaxConnsPerAddr cap the connections Admit lets in, in
+	// all and per client address (an IPv6 /64); 0: no cap.
+	MaxConns, MaxConnsPerAddr int
+	Metrics                   *metrics.Metrics
+	Logger                    *slog.Logger
 }
 
 // Checker admits or refuses new sockets. Create it with New.
 type Checker struct {
 	opts    Options
 	origins originChecker
+	hosts   hostChecker
+	proxies []netip.Prefix
+	limits  connLimits
 }
 
-// New creates a Checker; it fails on a malformed CheckOrigin entry.
+// New creates a Checker; it fails on a malformed CheckOrigin or Hosts entry.
 func New(opts Options) (*Checker, error) {
 	origins, err := newOriginChecker(opts.CheckOrigin)
 	if err != nil {
 		return nil, err
 	}
-	return &Checker{opts: opts, origins: origins}, nil
+	if opts.Hosts == nil {
+		opts.Hosts = LoopbackHosts
+	}
+	hosts, err := newHostChecker(opts.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	return &Checker{
+		opts: opts, origins: origins, hosts: hosts, proxies: opts.TrustedProxies,
+		limits: connLimits{maxTotal: opts.MaxConns, maxPerAddr: opts.MaxConnsPerAddr, byAddr: map[netip.Addr]int{}},
+	}, nil
 }
 
 // OriginAllowed applies Phoenix's check_origin to browser requests.
-func (c *Checker) OriginAllowed(r *http.Request) bool { return c.origins.allowed(r) }
+func (c *Checker) OriginAllowed(r *http.Request) bool { return c.origins.allowed(r, c.hosts) }
 
 // Client is who an admitted socket is.
 type Client struct {
@@ -58,17 +82,19 @@ type Client struct {
 	Ser wire.Serializer
 	// UserID is its user, "" when anonymous.
 	UserID string
-	// Addr is the client's address (the peer's IP), which per-address
-	// limits count by.
-	Addr string
+	// Addr is the client's address (ClientAddr): the peer's, or the one
+	// a trusted proxy forwarded. The zero Addr when unknown.
+	Addr netip.Addr
 }
 
 // Refusal is why a socket is refused.
 type Refusal struct {
-	// Reason is the label of the connects-refused metric: vsn, origin or auth.
+	// Reason is the label of the connects-refused metric: host, vsn,
+	// origin, auth, full or address.
 	Reason string
-	// Status is 403, or 503 when authsvc could not be asked (a client
-	// should retry rather than give up).
+	// Status is 403; 503 when authsvc could not be asked or the gateway
+	// is full (a client should retry rather than give up); 429 when the
+	// client's address holds its share of connections.
 	Status int
 }
 
@@ -77,6 +103,9 @@ type Refusal struct {
 // found one elsewhere (carried, when hasCarried): phoenix.js's authToken
 // option travels in a subprotocol (WebSocket) or a header (long-poll).
 func (c *Checker) Check(r *http.Request, query url.Values, carried string, hasCarried bool) (Client, *Refusal) {
+	if !c.HostAllowed(r) {
+		return Client{}, c.refuse("host", http.StatusForbidden)
+	}
 	ser, ok := serializer(query)
 	if !ok {
 		return Client{}, c.refuse("vsn", http.StatusForbidden)
@@ -95,15 +124,7 @@ func (c *Checker) Check(r *http.Request, query url.Values, carried string, hasCa
 	if status != 0 {
 		return Client{}, c.refuse("auth", status)
 	}
-	return Client{Ser: ser, UserID: user, Addr: remoteIP(r)}, nil
-}
-
-// remoteIP is the IP of the request's peer.
-func remoteIP(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
-	}
-	return r.RemoteAddr
+	return Client{Ser: ser, UserID: user, Addr: c.ClientAddr(r)}, nil
 }
 
 func (c *Checker) refuse(reason string, status int) *Refusal {

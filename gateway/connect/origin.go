@@ -10,8 +10,10 @@ import (
 
 // originChecker applies Phoenix's check_origin rules to browser requests.
 //
-// With no rules the Origin's host must equal the request's Host (Phoenix's
-// default compares it with the endpoint's host). Each rule is written as in
+// With no rules the Origin's host must be one of the gateway's Hosts, as
+// Phoenix's default compares it with the endpoint's url host (ports are
+// not compared, as in Phoenix); with any Host allowed ("*"), it must equal
+// the request's Host. Each rule is written as in
 // Phoenix: "https://example.com" (scheme, host and the scheme's port),
 // "//example.com" (any scheme and port), "//*.example.com" (the domain and
 // its subdomains), "http://localhost:4000"; "*" (or "false", as Phoenix's
@@ -60,7 +62,7 @@ func defaultPort(scheme string) string {
 	return ""
 }
 
-func (c originChecker) allowed(r *http.Request) bool {
+func (c originChecker) allowed(r *http.Request, hosts hostChecker) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" || c.any {
 		return true
@@ -72,6 +74,9 @@ func (c originChecker) allowed(r *http.Request) bool {
 	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
 	if port == "" {
 		port = defaultPort(scheme)
+	}
+	if len(c.rules) == 0 && !hosts.any {
+		return hosts.allowedName(host)
 	}
 	if len(c.rules) == 0 {
 		reqHost := r.Host

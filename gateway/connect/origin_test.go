@@ -6,6 +6,7 @@ import (
 )
 
 func TestOriginChecker(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		rules  []string
 		origin string
@@ -15,7 +16,12 @@ func TestOriginChecker(t *testing.T) {
 		{nil, "", "example.com", true},
 		{nil, "http://localhost:4000", "localhost:4000", true},
 		{nil, "http://localhost:5000", "localhost:4000", true}, // Phoenix's default compares hosts only
+		{nil, "http://127.0.0.1:4000", "localhost:4000", true}, // one of the gateway's hosts
 		{nil, "http://evil.example", "localhost:4000", false},
+		// DNS rebinding: the page's own name, which resolves to the
+		// gateway, is not one of the gateway's hosts (its Host is refused
+		// as well, by hostChecker).
+		{nil, "http://evil.test:4000", "evil.test:4000", false},
 		{nil, "null", "localhost:4000", false},
 		{[]string{"*"}, "http://evil.example", "localhost:4000", true},
 		{[]string{"false"}, "http://evil.example", "localhost:4000", true},
@@ -30,6 +36,10 @@ func TestOriginChecker(t *testing.T) {
 		{[]string{"http://localhost:4000"}, "http://localhost:4000", "x", true},
 		{[]string{"http://localhost:4000"}, "http://localhost:4001", "x", false},
 	}
+	hosts, err := newHostChecker(LoopbackHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		c, err := newOriginChecker(tt.rules)
 		if err != nil {
@@ -39,7 +49,7 @@ func TestOriginChecker(t *testing.T) {
 		if tt.origin != "" {
 			r.Header.Set("Origin", tt.origin)
 		}
-		if got := c.allowed(r); got != tt.want {
+		if got := c.allowed(r, hosts); got != tt.want {
 			t.Errorf("rules %v origin %q host %q: allowed = %v, want %v", tt.rules, tt.origin, tt.host, got, tt.want)
 		}
 	}
@@ -64,6 +74,7 @@ func FuzzOriginRules(f *testing.F) {
 		r := httptest.NewRequest("GET", "http://localhost/socket/websocket", nil)
 		r.Host = host
 		r.Header.Set("Origin", origin)
-		_ = c.allowed(r)
+		_ = c.allowed(r, hostChecker{any: true})
+		_ = c.allowed(r, hostChecker{names: map[string]bool{"localhost": true}})
 	})
 }

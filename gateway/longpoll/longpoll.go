@@ -272,21 +272,22 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, query url.Values) 
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	ls := &lpSession{srv: s, token: token, ser: client.Ser, addr: client.Addr, expiry: s.windowLen() * 3 / 2, post: make(chan struct{}, 1)}
+	addr := connect.AddrKey(client.Addr)
+	ls := &lpSession{srv: s, token: token, ser: client.Ser, addr: addr, expiry: s.windowLen() * 3 / 2, post: make(chan struct{}, 1)}
 	if ls.ser == wire.V2 {
 		ls.ser = s.textV2
 	}
-	if !s.reserve(client.Addr) {
+	if !s.reserve(addr) {
 		s.cfg.Metrics.ConnectsRefused.WithLabelValues("longpoll_sessions").Inc()
-		s.cfg.Logger.Info("long-poll session refused: too many sessions", "addr", client.Addr)
+		s.cfg.Logger.Info("long-poll session refused: too many sessions", "addr", addr)
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	sess, ok := session.New(s.cfg.Session, ls, client.UserID, client.Addr)
+	sess, ok := session.New(s.cfg.Session, ls, client.UserID, addr)
 	ls.sess = sess
 	s.mu.Lock()
 	if !ok || s.draining || ls.isClosed() { // closed: a drain or cut-off got it first
-		s.releaseLocked(client.Addr)
+		s.releaseLocked(addr)
 		s.mu.Unlock()
 		sess.End()
 		// phoenix.js retries 500, and reaches another gateway.

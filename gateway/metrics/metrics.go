@@ -34,6 +34,13 @@ type Metrics struct {
 	RateLimited prometheus.Counter
 	// SlowDisconnects counts sockets closed because their send queue was full.
 	SlowDisconnects prometheus.Counter
+	// Panics counts panics recovered in one socket's handling (the socket
+	// was closed, 1011 where a close frame could still be sent).
+	Panics prometheus.Counter
+	// OverBudget counts sockets closed because their unfinished message
+	// would have taken the bytes held in unfinished messages over the
+	// gateway's budget.
+	OverBudget prometheus.Counter
 	// Rooms is the number of rooms with local sockets on this gateway.
 	Rooms prometheus.Gauge
 	// RoomConsumerErrors counts errors of the rooms' JetStream consumers
@@ -74,6 +81,10 @@ func New() *Metrics {
 			Name: "phx_gateway_rate_limited_total", Help: "Client frames refused by the per-socket rate limit."}),
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_panics_total", Help: "Panics recovered in one socket's handling; the socket was closed."}),
+		OverBudget: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_gateway_unfinished_over_budget_total", Help: "Sockets closed (1009) because their unfinished message would have taken the bytes held in unfinished messages over the budget."}),
 		Rooms: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "phx_gateway_rooms", Help: "Rooms with at least one socket on this gateway."}),
 		RoomConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -86,7 +97,7 @@ func New() *Metrics {
 			[]string{"kind", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.Connections, m.ConnectsRefused, m.Joins, m.FramesIn, m.FramesOut,
-		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Rooms, m.RoomConsumerErrors, m.RoomGaps, m.RequestSeconds,
+		m.MalformedFrames, m.Broadcasts, m.Deliveries, m.BroadcastsDropped, m.RateLimited, m.SlowDisconnects, m.Panics, m.OverBudget, m.Rooms, m.RoomConsumerErrors, m.RoomGaps, m.RequestSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}

@@ -1,6 +1,8 @@
 package session
 
 import (
+	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"golang.org/x/time/rate"
@@ -147,8 +149,36 @@ func (s *Session) work() {
 		s.queue = s.queue[1:]
 		s.queueBytes -= len(m.Payload)
 		s.qmu.Unlock()
-		s.handle(m)
+		if !s.handleRecovered(m) {
+			return
+		}
 	}
+}
+
+// handleRecovered handles m; a panic there ends this socket alone
+// (DisconnectPanic, counted), never the process. It reports false then.
+func (s *Session) handleRecovered(m wire.Message) (ok bool) {
+	defer func() {
+		if ok {
+			return
+		}
+		v := recover()
+		if s.cfg.Metrics != nil && s.cfg.Metrics.Panics != nil {
+			s.cfg.Metrics.Panics.Inc()
+		}
+		s.cfg.Logger.Error("panic in a socket's channel work, closing the socket",
+			"topic", m.Topic, "event", m.Event, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		s.qmu.Lock()
+		s.queueClosed, s.queue, s.queueBytes, s.working = true, nil, 0, false
+		if s.idle != nil {
+			close(s.idle)
+			s.idle = nil
+		}
+		s.qmu.Unlock()
+		s.tr.Close(DisconnectPanic)
+	}()
+	s.handle(m)
+	return true
 }
 
 // closeQueue drops the frames not yet handled (End).

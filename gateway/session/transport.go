@@ -47,6 +47,9 @@ var (
 	DisconnectUser = Disconnect{Code: 1001, Reason: "disconnected"}
 	// DisconnectShutdown drains the gateway: 1012, as Phoenix's drainer.
 	DisconnectShutdown = Disconnect{Code: 1012, Reason: "server shutting down"}
+	// DisconnectPanic ends a socket whose handling panicked: 1011, as a
+	// crashed Bandit connection.
+	DisconnectPanic = Disconnect{Code: 1011, Reason: "internal error", Now: true}
 	// DisconnectShutdownNow ends what is left when the drain's time is up.
 	DisconnectShutdownNow = Disconnect{Code: 1012, Reason: "server shutting down", Now: true}
 	// DisconnectNoNATS ends the sockets of a gateway that has been without

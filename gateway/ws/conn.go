@@ -2,6 +2,9 @@ package ws
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,12 +26,18 @@ type conn struct {
 	ws   *websocket.Conn
 	raw  syscall.RawConn // nil when the connection is not a plain socket
 	ser  wire.Serializer
+	user string // for logs: set before the socket is shared, unlike sess
 	sess *session.Session
 	// rd is the state of a socket read by the shared pollers, nil when
 	// the socket has a reader goroutine.
 	rd *pollState
 
-	lastActive atomic.Int64 // unix nanos of the last frame in or out
+	// lastActive is when the client's last complete message came, as
+	// srv.clock read it.
+	lastActive atomic.Int64
+	// releaseSlot gives the socket's place back to the connection caps.
+	releaseSlot func()
+	ended       atomic.Bool
 	// writeDeadline is the write deadline last set; only the socket's
 	// writer touches it.
 	writeDeadline time.Time
@@ -36,7 +45,11 @@ type conn struct {
 	mu    sync.Mutex
 	queue []session.Frame
 	spare []session.Frame // the other half of queue while a writer works
-	pong  []byte          // a ping's payload to answer, nil when none
+	// queued is the bytes of queue's frames, inflight of the frames a
+	// writer took and has not finished: together bounded by
+	// SendQueueBytes.
+	queued, inflight int
+	pong             []byte // a ping's payload to answer, nil when none
 	// writing: a writer owns the socket (it is on writers' list, being
 	// written, or has a goroutine of its own). Only the owner writes, so
 	// a write the client could take only in part is finished before
@@ -86,9 +99,10 @@ func (c *conn) transition(next connState, code int, text string) bool {
 		c.closeCode, c.closeText = code, text
 	case stateAborting:
 		c.closeCode, c.closeText = code, text
-		c.queue = nil
+		c.queue, c.queued = nil, 0
 	case stateClosed:
 		c.queue, c.spare, c.pong = nil, nil, nil
+		c.queued = 0
 	}
 	return true
 }
@@ -112,21 +126,25 @@ func (c *conn) wakeWriter() {
 func (c *conn) Serializer() wire.Serializer { return c.ser }
 
 // Deliver implements session.Transport. It never blocks: when the queue
-// is full the socket is closed with CloseSlowConsumer.
+// is full, in frames or in bytes, the socket is closed with
+// CloseSlowConsumer.
 func (c *conn) Deliver(f session.Frame) {
 	c.mu.Lock()
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.srv.cfg.SendQueueLen {
+	maxBytes := c.srv.cfg.SendQueueBytes
+	if len(c.queue) >= c.srv.cfg.SendQueueLen || maxBytes > 0 && c.queued+c.inflight+len(f.Data) > maxBytes {
+		frames, bytes := len(c.queue), c.queued+c.inflight
 		c.mu.Unlock()
 		c.srv.cfg.Metrics.SlowDisconnects.Inc()
-		c.srv.cfg.Logger.Warn("slow consumer disconnected", "user", c.sess.UserID(), "queue", c.srv.cfg.SendQueueLen)
+		c.srv.cfg.Logger.Warn("slow consumer disconnected", "user", c.user, "frames", frames, "bytes", bytes)
 		c.abort(CloseSlowConsumer, "send queue full")
 		return
 	}
 	c.queue = append(c.queue, f)
+	c.queued += len(f.Data)
 	c.wakeWriter()
 }
 
@@ -231,18 +249,23 @@ func (c *conn) closeConn() {
 	_ = c.ws.Close()
 }
 
-func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+// touch records a complete message from the client: the socket's activity.
+func (c *conn) touch() { c.lastActive.Store(int64(c.srv.clock())) }
 
-// watchIdle closes the socket when nothing went in or out for IdleTimeout,
-// as Phoenix does (60 s by default); phoenix.js heartbeats every 30 s. It
-// is a timer, not a goroutine, so idle sockets cost no extra stack; stop
-// it with the returned function.
+// watchIdle closes the socket when the client sent no complete message for
+// IdleTimeout, as Phoenix does (60 s by default); phoenix.js heartbeats
+// every 30 s. Pings and fragments do not count, so a client cannot hold a
+// socket, and what it sent of a message, with them alone; nor do frames
+// sent to the client. Time is the monotonic srv.clock. It is a timer, not
+// a goroutine, so idle sockets cost no extra stack; stop it with the
+// returned function.
 func (c *conn) watchIdle() (stop func() bool) {
 	idle := c.srv.cfg.IdleTimeout
 	var t *time.Timer
 	// Armed far away first, so the callback never sees t unset.
 	t = time.AfterFunc(time.Hour, func() {
-		since := time.Since(time.Unix(0, c.lastActive.Load()))
+		defer c.recoverPanic("idle timer", func() { c.abort(ClosePanic, "internal error") })
+		since := c.srv.clock() - time.Duration(c.lastActive.Load())
 		if since >= idle {
 			c.abort(CloseIdle, "idle timeout")
 			return
@@ -256,30 +279,125 @@ func (c *conn) watchIdle() (stop func() bool) {
 
 func (c *conn) serve() {
 	stopIdle := c.watchIdle()
+	defer c.end(stopIdle)
+	defer c.recoverPanic("reader", func() { c.replyClose(ClosePanic, "internal error") })
 	c.readLoop()
-	c.end(stopIdle)
 }
 
-// end is what follows a socket's last read, whichever reader it had.
+// end is what follows a socket's last read, whichever reader it had; the
+// first call counts.
 func (c *conn) end(stopIdle func() bool) {
+	if c.ended.Swap(true) {
+		return
+	}
+	defer func() {
+		_ = c.ws.Close()
+		c.releaseSlot()
+		c.srv.cfg.Metrics.Connections.WithLabelValues("websocket").Dec()
+	}()
+	defer c.recoverPanic("end", nil)
 	stopIdle()
 	c.sess.End()
-	_ = c.ws.Close()
-	c.srv.cfg.Metrics.Connections.WithLabelValues("websocket").Dec()
+}
+
+// recoverPanic, deferred, keeps a panic in one socket's handling from
+// ending the gateway: it counts and logs it, then runs then (which closes
+// the socket) unless then is nil.
+func (c *conn) recoverPanic(where string, then func()) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	c.panicked(where, v)
+	if then != nil {
+		then()
+	}
+}
+
+// panicked counts and logs a panic recovered from one socket's handling.
+func (c *conn) panicked(where string, v any) {
+	c.srv.cfg.Metrics.Panics.Inc()
+	c.srv.cfg.Logger.Error("panic in a socket's handling, closing the socket", "in", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+// errOverBudget ends a socket whose message would take the bytes held in
+// unfinished messages over MaxUnfinishedBytes.
+var errOverBudget = errors.New("unfinished messages over the gateway's budget")
+
+// hold adds n bytes (n < 0: releases them) to those held in unfinished
+// messages; it reports false, adding nothing, when that would take them
+// over MaxUnfinishedBytes.
+func (s *Server) hold(n int64) bool {
+	v := s.unfinished.Add(n)
+	if max := s.cfg.MaxUnfinishedBytes; n > 0 && max > 0 && v > max {
+		s.unfinished.Add(-n)
+		return false
+	}
+	return true
+}
+
+// firstRead is the buffer a message is read into at first; what the
+// buffer grows by beyond it is held against MaxUnfinishedBytes until the
+// message is complete.
+const firstRead = 512
+
+// readMessage reads the next message as gorilla's ReadMessage does (it
+// reassembles fragments up to the read limit), holding what the message
+// takes beyond firstRead against MaxUnfinishedBytes until it is complete.
+func (c *conn) readMessage() (typ int, data []byte, err error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return typ, nil, err
+	}
+	data = make([]byte, 0, firstRead)
+	var held int64
+	defer func() { c.srv.hold(-held) }()
+	for {
+		if len(data) == cap(data) {
+			grow := cap(data)
+			if limit := c.srv.cfg.MaxFrameSize; limit > 0 {
+				grow = max(min(grow, int(limit)+1-len(data)), 1)
+			}
+			if !c.srv.hold(int64(grow)) {
+				return typ, nil, errOverBudget
+			}
+			held += int64(grow)
+			data = append(make([]byte, 0, cap(data)+grow), data...)
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			return typ, data, nil
+		}
+		if err != nil {
+			return typ, nil, err
+		}
+	}
 }
 
 func (c *conn) readLoop() {
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		typ, data, err := c.readMessage()
 		if err != nil {
-			// gorilla has already sent 1009 for a frame over the read limit.
-			if errors.Is(err, websocket.ErrReadLimit) {
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
+				// gorilla has already sent 1009.
 				c.srv.cfg.Logger.Info("frame over the size limit, closing socket", "limit", c.srv.cfg.MaxFrameSize)
+			case errors.Is(err, errOverBudget):
+				c.overBudget()
+				c.replyClose(CloseOverBudget, "gateway busy")
 			}
 			return
 		}
 		c.received(data, typ == websocket.BinaryMessage)
 	}
+}
+
+// overBudget counts and logs a socket closed for MaxUnfinishedBytes.
+func (c *conn) overBudget() {
+	c.srv.cfg.Metrics.OverBudget.Inc()
+	c.srv.cfg.Logger.Warn("unfinished messages over the gateway's budget, closing socket",
+		"budget", c.srv.cfg.MaxUnfinishedBytes, "user", c.user)
 }
 
 // received acts on one message from the client, for either reader. The

@@ -24,6 +24,9 @@ type frameResult struct {
 	data   []byte // message or ping payload
 	code   int    // frameClose: the client's code; frameError: ours
 	text   string // frameClose: the client's reason; frameError: ours
+	// need is, with frameMore, the bytes of the whole frame once its
+	// header is here (0 before): what the caller is to keep for it.
+	need int
 }
 
 // clientFrames reassembles the messages of a client's WebSocket stream
@@ -103,7 +106,7 @@ func (r *clientFrames) next(b []byte, limit int64) (frameResult, int) {
 		return frameResult{}, 0 // the masking key is not all here
 	}
 	if uint64(len(b)-hdr) < n {
-		return frameResult{}, 0
+		return frameResult{need: hdr + int(n)}, 0
 	}
 	end := hdr + int(n)
 	payload := b[hdr:end]
@@ -128,6 +131,15 @@ func (r *clientFrames) next(b []byte, limit int64) (frameResult, int) {
 		res := frameResult{event: frameMessage, binary: r.op == wsframe.OpBinary, data: payload}
 		r.op = 0
 		return res, end
+	}
+	if need := len(r.msg) + len(payload); need > cap(r.msg) {
+		// Grown by doubling, but never past the limit: what a socket
+		// holds of a message stays within it.
+		size := max(2*cap(r.msg), need)
+		if limit > 0 {
+			size = min(size, int(limit))
+		}
+		r.msg = append(make([]byte, 0, size), r.msg...)
 	}
 	r.msg = append(r.msg, payload...)
 	if r.msg == nil {

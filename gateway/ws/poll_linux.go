@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"bytes"
 	"os"
 	"runtime"
 	"sync"
@@ -42,6 +41,9 @@ type pollState struct {
 	frames   clientFrames
 	partial  []byte // the start of a frame not yet complete, nil when none
 	stopIdle func() bool
+	// held is what frames and partial hold (their capacity), as counted
+	// in the Server's unfinished bytes.
+	held int64
 }
 
 // poller is one epoll instance and its worker.
@@ -196,10 +198,17 @@ func (p *poller) work() {
 			c := p.conns[id]
 			p.mu.Unlock()
 			if c != nil {
-				c.readPolled(p.buf)
+				c.readPolledSafe(p.buf)
 			}
 		}
 	}
+}
+
+// readPolledSafe is readPolled for a worker: a panic ends the socket
+// (1011), not the worker and its other sockets.
+func (c *conn) readPolledSafe(buf []byte) {
+	defer c.recoverPanic("poller", func() { c.endPolled(ClosePanic, "internal error") })
+	c.readPolled(buf)
 }
 
 // readPolled reads what the socket holds and acts on it; the socket is
@@ -246,14 +255,15 @@ func (c *conn) rearm() {
 // the caller's: it ended.
 func (c *conn) consume(data []byte, owned bool) bool {
 	rd := c.rd
+	whole := len(data)
 	for {
 		r, n := rd.frames.next(data, c.srv.cfg.MaxFrameSize)
 		data = data[n:]
 		switch r.event {
 		case frameMore:
 			if n == 0 {
-				rd.keep(data, owned)
-				return true
+				rd.keep(data, owned && len(data) == whole, r.need)
+				return c.holdPolled()
 			}
 		case frameMessage:
 			c.received(r.data, r.binary) // the session copies what it keeps
@@ -272,16 +282,40 @@ func (c *conn) consume(data []byte, owned bool) bool {
 	}
 }
 
-// keep holds the start of a frame not yet complete until more is read.
-func (rd *pollState) keep(data []byte, owned bool) {
+// keep holds the start of a frame not yet complete until more is read,
+// with room for need bytes (the whole frame, when its header is here). It
+// keeps data's own storage only when reuse says data is the socket's and
+// starts it (nothing before data would be kept unseen) and that storage
+// is not much larger than what is kept; otherwise it copies.
+func (rd *pollState) keep(data []byte, reuse bool, need int) {
+	size := max(need, len(data))
 	switch {
 	case len(data) == 0:
 		rd.partial = nil
-	case owned:
+	case reuse && cap(data) >= size && cap(data) <= 2*size:
 		rd.partial = data
 	default:
-		rd.partial = bytes.Clone(data)
+		rd.partial = append(make([]byte, 0, size), data...)
 	}
+}
+
+// holdPolled counts what the socket now holds of messages not yet
+// complete against MaxUnfinishedBytes; over it, it ends the socket with
+// CloseOverBudget and reports false.
+func (c *conn) holdPolled() bool {
+	rd := c.rd
+	n := int64(cap(rd.partial) + cap(rd.frames.msg))
+	d := n - rd.held
+	if d == 0 {
+		return true
+	}
+	if !c.srv.hold(d) {
+		c.overBudget()
+		c.endPolled(CloseOverBudget, "gateway busy")
+		return false
+	}
+	rd.held = n
+	return true
 }
 
 // endPolled takes the socket out of its poller, then, off the caller's
@@ -294,6 +328,8 @@ func (c *conn) endPolled(code int, text string) {
 	delete(rd.p.conns, rd.id)
 	rd.p.mu.Unlock()
 	rd.partial, rd.frames = nil, clientFrames{}
+	c.srv.hold(-rd.held)
+	rd.held = 0
 	go func() {
 		if code != 0 {
 			c.replyClose(code, text)

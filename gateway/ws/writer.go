@@ -24,6 +24,7 @@ func (c *conn) take() (batch []session.Frame, pong []byte) {
 	c.mu.Lock()
 	batch, pong = c.queue, c.pong
 	c.queue, c.spare, c.pong = c.spare, nil, nil
+	c.inflight, c.queued = c.queued, 0
 	c.mu.Unlock()
 	return batch, pong
 }
@@ -35,6 +36,7 @@ func (c *conn) take() (batch []session.Frame, pong []byte) {
 func (c *conn) release(batch []session.Frame) (more, sendClose bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.inflight = 0
 	if len(c.queue) > 0 || c.pong != nil {
 		if cap(batch) <= c.srv.cfg.SendQueueLen {
 			c.spare = batch[:0] // a busy socket appends without allocating
@@ -166,13 +168,24 @@ func (p *writePool) work() {
 		}
 		p.mu.Unlock()
 		for i, c := range mine {
-			c.flush(w)
+			c.flushSafe(w)
 			mine[i] = nil
 		}
 		if cap(w.buf) > 2*maxWrite {
 			w.buf = nil
 		}
 	}
+}
+
+// flushSafe is flush for the pool's workers: a panic ends c, not the
+// worker. No close frame can follow a frame that may be half written, so
+// the connection just ends.
+func (c *conn) flushSafe(w *poolWorker) {
+	defer c.recoverPanic("writer", func() {
+		w.buf = nil
+		c.fail()
+	})
+	c.flush(w)
 }
 
 // flush writes what c has queued without blocking. Then c goes back to
@@ -202,9 +215,6 @@ func (c *conn) flush(w *poolWorker) {
 			return
 		}
 		buf = buf[:0]
-	}
-	if len(batch) > 0 || pong != nil {
-		c.touch()
 	}
 	switch more, closeNow := c.release(batch); {
 	case more:
@@ -238,12 +248,12 @@ type pendingWrite struct {
 // writes bounded by WriteTimeout, until its queue is empty: for a client
 // slow to read, and for connections that are not plain sockets.
 func (c *conn) writeLoop(p *pendingWrite) {
+	defer c.recoverPanic("writer", c.fail)
 	if p != nil {
 		if err := c.writeBatch(p.data, nil, p.frames); err != nil {
 			c.fail()
 			return
 		}
-		c.touch()
 	}
 	for {
 		batch, pong := c.take()
@@ -252,7 +262,6 @@ func (c *conn) writeLoop(p *pendingWrite) {
 				c.fail()
 				return
 			}
-			c.touch()
 		}
 		more, closeNow := c.release(batch)
 		if closeNow {

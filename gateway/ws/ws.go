@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -35,6 +36,12 @@ const (
 	// client does not read fast enough. Its queued frames are dropped; the
 	// client reconnects and rejoins.
 	CloseSlowConsumer = wsframe.CloseTryAgainLater
+	// CloseOverBudget: the socket's message not yet complete would take
+	// the bytes held in unfinished messages over MaxUnfinishedBytes.
+	CloseOverBudget = wsframe.CloseMessageTooBig
+	// ClosePanic: handling the socket panicked; the socket is closed, the
+	// gateway goes on.
+	ClosePanic = wsframe.CloseInternalError
 )
 
 // authTokenPrefix is how phoenix.js's authToken option travels in
@@ -47,9 +54,20 @@ type Config struct {
 	// SendQueueLen is the most frames queued to one socket; a socket whose
 	// queue is full is closed with CloseSlowConsumer.
 	SendQueueLen int
+	// SendQueueBytes bounds the bytes of the frames queued to one socket
+	// and being written to it, alike (0: no bound). Frames shared between
+	// sockets count in full for each.
+	SendQueueBytes int
+	// MaxUnfinishedBytes bounds the bytes all sockets hold of client
+	// messages not yet complete (fragments so far, the start of a frame);
+	// a socket that would take the total over it is closed with
+	// CloseOverBudget (0: no bound). Each socket's share is bounded by
+	// MaxFrameSize.
+	MaxUnfinishedBytes int64
 	// WriteTimeout bounds one batch of blocking writes to a socket.
 	WriteTimeout time.Duration
-	// IdleTimeout closes sockets with no traffic either way.
+	// IdleTimeout closes sockets that sent no complete message for this
+	// long (pings, pongs and fragments do not count).
 	IdleTimeout time.Duration
 	// MaxFrameSize is the largest client message in bytes; a larger one
 	// closes the socket with 1009.
@@ -66,11 +84,19 @@ type Server struct {
 	writers   writePool
 	pollers   pollers
 	writeBufs sync.Pool
+	// unfinished is the bytes held in client messages not yet complete.
+	unfinished atomic.Int64
+	// clock is how long the Server has run, by the monotonic clock: what
+	// the idle timeout measures, so that a step of the wall clock (an NTP
+	// correction, a VM resumed) closes no socket. Tests may replace it
+	// before the first socket.
+	clock func() time.Duration
 }
 
 // New creates a Server; its pollers and writers start with the first socket.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg}
+	start := time.Now() // with a monotonic reading, which time.Since uses
+	s := &Server{cfg: cfg, clock: func() time.Duration { return time.Since(start) }}
 	s.writeBufs.New = func() any { b := make([]byte, 0, 32<<10); return &b }
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -96,26 +122,34 @@ func (s *Server) Close() {
 
 // ServeHTTP upgrades a Phoenix socket (GET /socket/websocket).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The caps first: a flood is refused before it costs a token check.
+	release, refused := s.cfg.Connect.Admit(s.cfg.Connect.ClientAddr(r))
+	if refused != nil {
+		w.WriteHeader(refused.Status)
+		return
+	}
 	tok, hasTok := subprotocolToken(r)
 	client, refused := s.cfg.Connect.Check(r, r.URL.Query(), tok, hasTok)
 	if refused != nil {
+		release()
 		// Phoenix answers a refused socket with an empty body.
 		w.WriteHeader(refused.Status)
 		return
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		release()
 		// Upgrade has already answered with 400.
 		s.cfg.Metrics.ConnectsRefused.WithLabelValues("upgrade").Inc()
 		return
 	}
-	c := &conn{srv: s, ws: ws, ser: client.Ser}
+	c := &conn{srv: s, ws: ws, ser: client.Ser, user: client.UserID, releaseSlot: release}
 	c.raw = rawConn(ws.NetConn())
 	c.rd = s.newPollState(c.raw)
 	ws.SetPingHandler(c.onPing)
 	ws.SetCloseHandler(c.onClose)
 	c.touch()
-	sess, ok := session.New(s.cfg.Session, c, client.UserID, client.Addr)
+	sess, ok := session.New(s.cfg.Session, c, client.UserID, connect.AddrKey(client.Addr))
 	c.sess = sess
 	ws.SetReadLimit(s.cfg.MaxFrameSize)
 	if !ok {

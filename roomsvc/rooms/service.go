@@ -248,7 +248,11 @@ func (s *Service) push(m *nats.Msg, req proto.PushRequest) proto.Reply {
 		return proto.NoReply()
 	case "ping":
 		// The reference app's ping: reply with the payload, binary or JSON.
-		// Handy for round-trip checks and load tests.
+		// Handy for round-trip checks and load tests. Payloads are capped
+		// as new_msg bodies are, so an echo costs no more than a message.
+		if n, limit := len(req.Payload)+len(req.Binary), s.opts.Rules.maxBody(); n > limit {
+			return proto.Error(fmt.Sprintf("ping payload is %d bytes, the limit is %d bytes", n, limit))
+		}
 		if req.Binary != nil {
 			return proto.Reply{Status: proto.StatusOK, Binary: req.Binary}
 		}

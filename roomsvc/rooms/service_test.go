@@ -125,6 +125,8 @@ func TestPushNewMsgBroadcasts(t *testing.T) {
 		{"new_msg", `{"body":"ééééé!"}`, "body is 11 bytes, the limit is 10 bytes"},
 		{"new_msg", `{"body":null}`, "body must be a string"},
 		{"shout", `{}`, `unknown event "shout"`},
+		// An echo is capped as a message body is.
+		{"ping", `{"n":"0123456789"}`, "ping payload is 18 bytes, the limit is 10 bytes"},
 	} {
 		rep := request[proto.Reply](t, nc, push, proto.PushRequest{Topic: "rooms:lobby", Event: tc.event, Payload: json.RawMessage(tc.payload)})
 		want := string(proto.Reason(tc.reason))
