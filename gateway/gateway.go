@@ -350,7 +350,7 @@ func New(opts Options) (*Gateway, error) {
 	})
 	g.lp = longpoll.New(longpoll.Config{
 		Deps:         deps,
-		SendQueueLen: opts.SendQueueLen, MaxFrameSize: opts.MaxFrameSize, Window: opts.LongPollWindow,
+		SendQueueLen: opts.SendQueueLen, SendQueueBytes: opts.SendQueueBytes, MaxFrameSize: opts.MaxFrameSize, Window: opts.LongPollWindow,
 		MaxSessions: opts.LongPollMaxSessions, MaxPerAddr: opts.LongPollMaxPerAddr,
 	})
 	g.watchNATS()

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/phxnats/phxnats/proto"
 )
 
 // Sessions are bounded per client address and in total; a refused one
@@ -105,5 +109,31 @@ func TestLongPollOutlivesServerTimeouts(t *testing.T) {
 	start := time.Now()
 	if r := lpTestDo(t, "GET", u, ""); r.Status != 204 || time.Since(start) < 500*time.Millisecond {
 		t.Fatalf("poll: %+v after %v, want 204 after the window", r, time.Since(start))
+	}
+}
+
+// A session's buffer is bounded in bytes as well as in frames: a client
+// that opens polls and never reads them cannot make the gateway hold more
+// than SendQueueBytes for it. Past that it is closed as a slow consumer,
+// and its next poll gets 410.
+func TestLongPollBufferBytes(t *testing.T) {
+	t.Parallel()
+	_, e, _, ep := lpTestGatewayWith(t, func(c *Config) { c.SendQueueBytes = 64 << 10 }, &http.Server{})
+	u := lpTestJoin(t, ep, "alice", "rooms:a")
+	big := strings.Repeat("x", 20<<10)
+	for i := range 4 { // 80 KiB in 4 frames: over the bytes, far under SendQueueLen
+		if err := proto.Publish(t.Context(), e.Services, "rooms:a", "new_msg", map[string]string{"body": big + string(rune('a'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Metrics.SlowDisconnects != nil && testutil.ToFloat64(e.Metrics.SlowDisconnects) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session holding more than SendQueueBytes was not closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := lpTestDo(t, "GET", u, ""); r.Status != 410 {
+		t.Fatalf("poll after the close: %+v, want 410", r)
 	}
 }

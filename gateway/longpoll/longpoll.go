@@ -95,9 +95,11 @@ const BinaryUnsupported = "binary payloads are not supported over long-poll"
 // Config is what the transport needs from the gateway.
 type Config struct {
 	connect.Deps
-	// SendQueueLen is the most frames buffered for a poll; a session with
-	// more is closed as a slow consumer.
-	SendQueueLen int
+	// SendQueueLen is the most frames buffered for a poll, and
+	// SendQueueBytes the most bytes (Off: no bound); a session with more is
+	// closed as a slow consumer.
+	SendQueueLen   int
+	SendQueueBytes int
 	// MaxFrameSize is the largest client frame in bytes.
 	MaxFrameSize int64
 	// Window is how long a GET waits for messages; default DefaultWindow.
@@ -352,7 +354,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, ls *lpSession) {
 		ls.mu.Lock()
 		if len(ls.buf) > 0 {
 			msgs := ls.buf
-			ls.buf = nil
+			ls.buf, ls.bufBytes = nil, 0
 			ls.mu.Unlock()
 			writeMessages(w, http.StatusOK, ls.token, msgs)
 			return

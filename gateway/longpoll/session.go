@@ -25,6 +25,7 @@ type lpSession struct {
 
 	mu       sync.Mutex
 	buf      [][]byte      // encoded text frames, oldest first; shared, never modified
+	bufBytes int           // their bytes
 	wake     chan struct{} // closed when buf gains a frame or the session closes; nil when nobody waits
 	polls    int           // GETs in progress
 	lastPoll time.Time     // start or end of the latest GET
@@ -36,7 +37,9 @@ type lpSession struct {
 func (ls *lpSession) Serializer() wire.Serializer { return ls.ser }
 
 // Deliver implements session.Transport. It never blocks: when SendQueueLen
-// frames wait for a poll the session is closed as a slow consumer, and its
+// frames (or SendQueueBytes bytes: a client that opens polls and never
+// reads their answers holds them) wait for a poll the session is closed
+// as a slow consumer, and its
 // next poll gets 410, which makes phoenix.js reconnect and rejoin. Every
 // frame is text: the serializer refuses bytes (session.TextOnly).
 func (ls *lpSession) Deliver(f session.Frame) {
@@ -45,7 +48,8 @@ func (ls *lpSession) Deliver(f session.Frame) {
 		ls.mu.Unlock()
 		return
 	}
-	if len(ls.buf) >= ls.srv.cfg.SendQueueLen {
+	if len(ls.buf) >= ls.srv.cfg.SendQueueLen ||
+		ls.srv.cfg.SendQueueBytes > 0 && ls.bufBytes+len(f.Data) > ls.srv.cfg.SendQueueBytes && len(ls.buf) > 0 {
 		ls.closeLocked(false)
 		ls.mu.Unlock()
 		ls.srv.cfg.Metrics.SlowDisconnects.Inc()
@@ -56,6 +60,7 @@ func (ls *lpSession) Deliver(f session.Frame) {
 		return
 	}
 	ls.buf = append(ls.buf, f.Data)
+	ls.bufBytes += len(f.Data)
 	if ls.wake != nil {
 		close(ls.wake)
 		ls.wake = nil
@@ -77,7 +82,7 @@ func (ls *lpSession) closeLocked(keepBuffered bool) bool {
 	}
 	ls.closed = true
 	if !keepBuffered {
-		ls.buf = nil
+		ls.buf, ls.bufBytes = nil, 0
 	}
 	if ls.wake != nil {
 		close(ls.wake)

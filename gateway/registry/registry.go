@@ -49,7 +49,71 @@ func New(nc *nats.Conn, log *slog.Logger) (*Registry, error) {
 		}
 		r.subs = append(r.subs, sub)
 	}
+	go r.reconfirmAfterReconnects(nc.StatusChanged(nats.CONNECTED, nats.CLOSED))
 	return r, nil
+}
+
+// reconfirmParallel bounds the confirmations asked at once after a NATS
+// reconnect, so that a gateway with many private channels does not send
+// them all to its services at the same moment.
+const reconfirmParallel = 8
+
+// reconfirmAfterReconnects has every session ask again, after each NATS
+// reconnect, for the channels whose joins were confirmed: a kick published
+// while the gateway was disconnected never arrives (core NATS), and a
+// revoked member would otherwise stay in the room (session.Reconfirm).
+// The services may reconnect after the gateway: sessions whose questions
+// went unanswered ask again, a few times, at growing intervals.
+func (r *Registry) reconfirmAfterReconnects(events chan nats.Status) {
+	for st := range events {
+		if st == nats.CLOSED {
+			return
+		}
+		pending := r.snapshot()
+		for attempt := 0; len(pending) > 0 && attempt < reconfirmAttempts; attempt++ {
+			if attempt > 0 {
+				time.Sleep(min(250*time.Millisecond<<attempt, 8*time.Second))
+			}
+			var kicked int
+			pending, kicked = r.reconfirm(pending)
+			if kicked > 0 {
+				r.log.Info("channels ended after a NATS reconnect: memberships revoked meanwhile", "channels", kicked)
+			}
+		}
+	}
+}
+
+// reconfirmAttempts bounds how often, after one reconnect, a session asks
+// again while its services do not answer: about 30 s in all.
+const reconfirmAttempts = 7
+
+// reconfirm runs Reconfirm on sessions, reconfirmParallel at a time, and
+// returns those that got no answer for some channel.
+func (r *Registry) reconfirm(sessions []*session.Session) (unanswered []*session.Session, kicked int) {
+	work := make(chan *session.Session)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range min(reconfirmParallel, len(sessions)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				k, u := s.Reconfirm()
+				mu.Lock()
+				kicked += k
+				if u > 0 {
+					unanswered = append(unanswered, s)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, s := range sessions {
+		work <- s
+	}
+	close(work)
+	wg.Wait()
+	return unanswered, kicked
 }
 
 // Add registers s; it reports false while the registry drains or is cut

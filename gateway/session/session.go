@@ -9,7 +9,6 @@
 package session
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"strconv"
@@ -116,7 +115,11 @@ type Session struct {
 	// its reply, with the reason to refuse it instead ("" while none): a
 	// kick or a lost room in that window ends the join, not a channel.
 	joining map[string]string
-	closed  bool
+	// confirmed holds the service of each channel whose join was
+	// confirmed (proto.Reply.Confirm), to ask again after a NATS
+	// reconnect (Reconfirm); nil for most sockets.
+	confirmed map[string]string
+	closed    bool
 }
 
 // New creates the session of a socket authenticated as userID ("" for
@@ -341,6 +344,7 @@ func (s *Session) join(m wire.Message) {
 		return
 	case rep.Status == proto.StatusOK:
 		s.channels[m.Topic] = joinRef
+		s.noteConfirmed(m.Topic, service, rep.Confirm)
 		s.mu.Unlock()
 	default:
 		// A refused duplicate join still ends the old channel, as in Phoenix.
@@ -354,50 +358,6 @@ func (s *Session) join(m wire.Message) {
 		// Phoenix sends the old channel's phx_close after the new join's reply.
 		s.control(oldRef, m.Topic, s.ser.AppendClose)
 	}
-}
-
-// enter puts the socket in topic's room once its service said yes (rep),
-// and returns the reply the client gets. On a duplicate join the socket
-// stays in the room (Join is idempotent), so no broadcast is lost between
-// the two channels. When the service asked for a confirmation
-// (rep.Confirm, a private room), it is asked again once the socket is in
-// the room: a permission revoked meanwhile is seen then, and one revoked
-// later finds the socket joined (or joining), where its kick ends it.
-func (s *Session) enter(m wire.Message, service string, rep proto.Reply) proto.Reply {
-	s.mu.Lock()
-	if s.joining == nil {
-		s.joining = make(map[string]string)
-	}
-	s.joining[m.Topic] = ""
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	err := s.cfg.Rooms.Join(ctx, m.Topic, s, WantOf(proto.JoinFlags(m.Payload)))
-	cancel()
-	if err != nil {
-		s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
-		return proto.Error(ReasonUnavailable)
-	}
-	s.mu.Lock()
-	reason := s.joining[m.Topic]
-	s.mu.Unlock()
-	if reason != "" {
-		// Kicked before the room join: take it out again at once.
-		s.cfg.Rooms.Leave(m.Topic, s)
-		return proto.Error(reason)
-	}
-	if !rep.Confirm {
-		return rep
-	}
-	confirmed := s.request("joined", proto.JoinedSubject(service), proto.JoinRequest{
-		Topic: m.Topic, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
-	})
-	if confirmed.Status == proto.StatusNoReply {
-		confirmed = proto.Error(ReasonBadReply)
-	}
-	if confirmed.Status != proto.StatusOK {
-		return confirmed
-	}
-	return rep
 }
 
 func (s *Session) joined() int {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/phxnats/phxnats/gateway/internal/gwtest"
@@ -293,5 +294,43 @@ func TestIgnoreUpdates(t *testing.T) {
 	check("cleared")
 	if !s.Skips("alice", true, false) {
 		t.Error("a broadcast excluding its sender reached the sender's socket")
+	}
+}
+
+// After a NATS reconnect the gateway asks again for the channels whose
+// joins were confirmed (a kick sent meanwhile was lost): a refusal now
+// ends the channel with phx_close, as the lost kick would have.
+func TestReconfirm(t *testing.T) {
+	var revoked atomic.Bool
+	s, tr, e := newSession(t, wire.V2, func(cfg *session.Config) {
+		cfg.Routes = append(cfg.Routes, session.Route{Pattern: "private:*", Service: "priv"})
+	})
+	gwtest.Respond(t, e.Services, proto.JoinSubject("priv"), func([]byte) any {
+		return proto.Reply{Status: proto.StatusOK, Confirm: true}
+	})
+	gwtest.Respond(t, e.Services, proto.JoinedSubject("priv"), func([]byte) any {
+		if revoked.Load() {
+			return proto.Error("unauthorized")
+		}
+		return proto.OK(nil)
+	})
+	if err := e.Services.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.HandleMessage(msg("1", "1", "private:a", "phx_join", `{}`))
+	s.HandleMessage(msg("2", "2", "rooms:b", "phx_join", `{}`)) // not confirmed: never asked again
+	s.Wait()
+	expect(t, tr, `["1","1","private:a","phx_reply",`+okReply, `["2","2","rooms:b","phx_reply",`+okReply)
+	if n, u := s.Reconfirm(); n != 0 || u != 0 {
+		t.Fatalf("Reconfirm kicked %d (%d unanswered) while still a member", n, u)
+	}
+	expect(t, tr)
+	revoked.Store(true)
+	if n, u := s.Reconfirm(); n != 1 || u != 0 {
+		t.Fatalf("Reconfirm kicked %d (%d unanswered) after the revoke, want 1", n, u)
+	}
+	expect(t, tr, `["1","1","private:a","phx_close",{}]`)
+	if e.Hub.Rooms() != 1 {
+		t.Fatalf("%d rooms, want rooms:b alone", e.Hub.Rooms())
 	}
 }
