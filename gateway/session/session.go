@@ -337,6 +337,9 @@ func (s *Session) join(m wire.Message) {
 		rep = proto.Error(reason) // kicked or lost while joining
 	}
 	delete(s.joining, m.Topic)
+	if len(s.joining) == 0 {
+		s.joining = nil // an idle socket keeps no map (idle memory, BENCHMARKS.md)
+	}
 	switch {
 	case s.closed:
 		s.mu.Unlock()
