@@ -153,6 +153,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.sess = sess
 	ws.SetReadLimit(s.cfg.MaxFrameSize)
 	if !ok {
+		// Refused while the gateway drains, when its pollers may be
+		// closing: a reader goroutine of its own ends the socket. Decided
+		// before the close starts a writer, which reads c.rd.
+		c.rd = nil
 		c.Close(session.DisconnectShutdown)
 	}
 	s.cfg.Metrics.Connections.WithLabelValues("websocket").Inc()
