@@ -116,7 +116,11 @@ func PushSubject(service string) string { return "phx.svc." + service + ".push" 
 // the room, with the same JoinRequest. The service answers a Reply as for a
 // join, from its current state (roomsvc: the membership, read from KV, not
 // a cache); the gateway gives that reply to the client and leaves the room
-// unless it is ok. Subscribers: the service's instances in one queue group.
+// unless it is ok. The gateway asks again after a NATS reconnect, for every
+// confirmed channel (a kick may have been lost meanwhile): then only a
+// refusal {"reason": "unauthorized"} ends the channel, and any other error
+// means the service cannot tell yet. Subscribers: the service's instances
+// in one queue group.
 func JoinedSubject(service string) string { return "phx.svc." + service + ".joined" }
 
 // Membership subjects: request/reply, served by roomsvc in QueueRooms. The

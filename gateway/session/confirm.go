@@ -71,9 +71,9 @@ func (s *Session) noteConfirmed(topic, service string, confirmed bool) {
 // longer be in. The gateway calls it after a NATS reconnect: kicks are
 // core NATS messages, and one sent while the connection was down is lost,
 // so a membership revoked meanwhile is found here instead. A service that
-// cannot answer (not reconnected yet) leaves the channel as it is and
-// counts in unanswered, for the caller to ask again later; only a refusal
-// kicks.
+// cannot answer (not reconnected yet, its store unavailable) leaves the
+// channel as it is and counts in unanswered, for the caller to ask again
+// later; only a refusal ({"reason": "unauthorized"}) kicks.
 func (s *Session) Reconfirm() (kicked, unansweredN int) {
 	s.mu.Lock()
 	type channel struct{ topic, service string }
@@ -90,7 +90,9 @@ func (s *Session) Reconfirm() (kicked, unansweredN int) {
 		})
 		switch {
 		case rep.Status != proto.StatusError:
-		case unanswered(rep):
+		case !isRefusal(rep):
+			// The service could not tell (its store is electing a
+			// leader after the same NATS failure, say): ask again.
 			unansweredN++
 		case s.Kick(c.topic):
 			kicked++
@@ -99,14 +101,13 @@ func (s *Session) Reconfirm() (kicked, unansweredN int) {
 	return kicked, unansweredN
 }
 
-// unanswered reports whether rep is the session's own error for a request
-// no service answered (request), rather than a service's refusal.
-func unanswered(rep proto.Reply) bool {
+// isRefusal reports whether rep refuses the channel: {"reason":
+// "unauthorized"}, what the room's service answers a user who is not a
+// member (proto.JoinedSubject). Any other error (the session's own when no
+// service answered, or a service that cannot read its store) tells
+// nothing, and must not end a member's channel.
+func isRefusal(rep proto.Reply) bool {
 	var r struct{ Reason string }
 	_ = json.Unmarshal(rep.Response, &r)
-	switch r.Reason {
-	case ReasonUnavailable, ReasonTimeout, ReasonBadReply:
-		return true
-	}
-	return false
+	return r.Reason == ReasonUnauthorized
 }

@@ -301,7 +301,7 @@ func TestIgnoreUpdates(t *testing.T) {
 // joins were confirmed (a kick sent meanwhile was lost): a refusal now
 // ends the channel with phx_close, as the lost kick would have.
 func TestReconfirm(t *testing.T) {
-	var revoked atomic.Bool
+	var revoked, storeDown atomic.Bool
 	s, tr, e := newSession(t, wire.V2, func(cfg *session.Config) {
 		cfg.Routes = append(cfg.Routes, session.Route{Pattern: "private:*", Service: "priv"})
 	})
@@ -309,7 +309,10 @@ func TestReconfirm(t *testing.T) {
 		return proto.Reply{Status: proto.StatusOK, Confirm: true}
 	})
 	gwtest.Respond(t, e.Services, proto.JoinedSubject("priv"), func([]byte) any {
-		if revoked.Load() {
+		switch {
+		case storeDown.Load():
+			return proto.Error("membership store unavailable")
+		case revoked.Load():
 			return proto.Error("unauthorized")
 		}
 		return proto.OK(nil)
@@ -325,6 +328,14 @@ func TestReconfirm(t *testing.T) {
 		t.Fatalf("Reconfirm kicked %d (%d unanswered) while still a member", n, u)
 	}
 	expect(t, tr)
+	// A service that cannot tell (its store electing a leader after the
+	// same NATS failure) ends nothing: the registry asks again later.
+	storeDown.Store(true)
+	if n, u := s.Reconfirm(); n != 0 || u != 1 {
+		t.Fatalf("Reconfirm with the store down: kicked %d, unanswered %d; want 0, 1", n, u)
+	}
+	expect(t, tr)
+	storeDown.Store(false)
 	revoked.Store(true)
 	if n, u := s.Reconfirm(); n != 1 || u != 0 {
 		t.Fatalf("Reconfirm kicked %d (%d unanswered) after the revoke, want 1", n, u)
