@@ -134,12 +134,36 @@ func TestReaderOrderAndFragments(t *testing.T) {
 		if p := <-pongs; p != "p" {
 			t.Fatalf("pong %q", p)
 		}
+		// The gateway answers a client's close at once only when no
+		// writer owns the socket (a close frame must not land inside a
+		// frame being written); the writer of the replies just read may
+		// not have let go yet.
+		waitWriterIdle(t, e.WaitUser(t, "alice", 1)[0].Transport())
 		writeRaw(t, conn, clientFrame(true, wsframe.OpClose, closePayload(websocket.CloseNormalClosure, ""), true))
 		if code := readClose(t, ws); code != websocket.CloseNormalClosure {
 			t.Fatalf("close %d", code)
 		}
 		e.WaitNoSessions(t)
 	})
+}
+
+// waitWriterIdle waits until no writer owns the socket behind tr.
+func waitWriterIdle(t *testing.T, tr session.Transport) {
+	t.Helper()
+	c := tr.(*conn)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if !writing {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the socket's writer did not finish")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestReaderRefuses checks the close codes of frames the gateway refuses.
