@@ -516,7 +516,7 @@ func TestGeneratedKey(t *testing.T) {
 	url := sys.srv.ClientURL()
 
 	t.Chdir(t.TempDir()) // no data/nats.nk here
-	if r := chatctl(t, url, "token", "alice"); r.code != exitFail || !strings.Contains(strings.ToLower(r.stderr), "authorization") {
+	if r := chatctl(t, url, "token", "alice"); r.code != exitFail || !strings.Contains(strings.ToLower(r.stderr), "authorization") || !strings.Contains(r.stderr, "--nats-nkey") {
 		t.Fatalf("without the key: %+v, want an authorization failure", r)
 	}
 	if r := chatctl(t, url, "--nats-nkey", filepath.Join(dir, "nope.nk"), "token", "alice"); r.code != exitFail || !strings.Contains(r.stderr, "nope.nk") {

@@ -35,6 +35,10 @@ func connect(cfg config) (*client, error) {
 		opts = append(opts, nkey)
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if errors.Is(err, nats.ErrAuthorization) && nkey == nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v (no key given, and no %s here: run chatctl where make run runs, or name the key with --nats-nkey)",
+			redactURLs(cfg.NATSURL), err, defaultNKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", redactURLs(cfg.NATSURL), err)
 	}
