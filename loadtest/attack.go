@@ -429,23 +429,30 @@ func (a *attackCfg) flood(ctx context.Context, src net.IP, at *attackers) {
 // storm: WebSocket upgrades from one address as fast as possible, kept
 // open until the end.
 func (a *attackCfg) storm(ctx context.Context, u *url.URL, src net.IP, at *attackers) {
+	inParallel(ctx, a.Storm, 32, func() {
+		c, status, err := rawUpgrade(ctx, u, src, "vsn=2.0.0")
+		switch {
+		case err != nil:
+			at.add("storm_failed", 1)
+		case c == nil:
+			at.add(fmt.Sprintf("storm_refused_%d", status), 1)
+		default:
+			at.keep(c)
+			at.add("storm_open", 1)
+		}
+	})
+}
+
+// inParallel calls f n times from workers goroutines, until ctx ends.
+func inParallel(ctx context.Context, n, workers int, f func()) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range 32 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for int(next.Add(1)) <= a.Storm && ctx.Err() == nil {
-				c, status, err := rawUpgrade(ctx, u, src, "vsn=2.0.0")
-				switch {
-				case err != nil:
-					at.add("storm_failed", 1)
-				case c == nil:
-					at.add(fmt.Sprintf("storm_refused_%d", status), 1)
-				default:
-					at.keep(c)
-					at.add("storm_open", 1)
-				}
+			for int(next.Add(1)) <= n && ctx.Err() == nil {
+				f()
 			}
 		}()
 	}
@@ -460,31 +467,22 @@ func (a *attackCfg) longPollStorm(ctx context.Context, u *url.URL, src net.IP, a
 	}}
 	defer client.CloseIdleConnections()
 	lp := "http://" + u.Host + strings.TrimSuffix(u.Path, "/websocket") + "/longpoll?vsn=2.0.0"
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for int(next.Add(1)) <= a.LongPolls && ctx.Err() == nil {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, lp, nil)
-				res, err := client.Do(req)
-				if err != nil {
-					at.add("longpoll_failed", 1)
-					continue
-				}
-				body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-				_ = res.Body.Close()
-				// Phoenix opens a session with HTTP 200 and {"status":410,"token":...}.
-				if res.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"token"`)) {
-					at.add("longpoll_sessions_opened", 1)
-				} else {
-					at.add(fmt.Sprintf("longpoll_refused_%d", res.StatusCode), 1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(ctx, a.LongPolls, 16, func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, lp, nil)
+		res, err := client.Do(req)
+		if err != nil {
+			at.add("longpoll_failed", 1)
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+		_ = res.Body.Close()
+		// Phoenix opens a session with HTTP 200 and {"status":410,"token":...}.
+		if res.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"token"`)) {
+			at.add("longpoll_sessions_opened", 1)
+		} else {
+			at.add(fmt.Sprintf("longpoll_refused_%d", res.StatusCode), 1)
+		}
+	})
 }
 
 // scrapeCounters reads the phx_gateway_* samples of a Prometheus text page,

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/phxnats/phxnats/allinone/system"
 	"github.com/phxnats/phxnats/loadtest/baseline"
 	"github.com/phxnats/phxnats/loadtest/phx"
 )
@@ -174,5 +177,49 @@ func TestSummarize(t *testing.T) {
 	out := b.String()
 	if !strings.Contains(out, "#### echo clients=100") || !strings.Contains(out, "| round_trips_per_s (/s) | 5,000 | 10,000 | 0.50 |") {
 		t.Fatalf("summary:\n%s", out)
+	}
+}
+
+// TestSmokeAttack runs the attack scenario, small, against the whole
+// system with its defaults and small caps: the honest clients lose
+// nothing while the caps and budgets fire.
+func TestSmokeAttack(t *testing.T) {
+	cfg := system.Defaults()
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.NATSPort, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", -1, t.TempDir()
+	cfg.Rooms.PublicTopics = []string{"rooms:bench*"}
+	cfg.Gateway.MaxConnsPerAddr = 10
+	cfg.Gateway.LongPollMaxPerAddr = 5
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sys, err := system.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Shutdown(context.Background()) })
+
+	c := testCommon(strings.Replace(sys.URL(), "http://", "ws://", 1) + "/socket/websocket")
+	a := &attackCfg{common: c, Honest: 5, HonestRate: 5, Duration: 3 * time.Second, AttackIP: "127.0.0.200",
+		Fragments: 3, FragmentSize: 64 << 10, Unread: 2, UnreadPing: 1 << 10, Flooders: 2, FloodBody: 100,
+		Storm: 20, LongPolls: 20, MetricsURL: sys.OpsURL() + "/metrics", Drain: 3 * time.Second}
+	if err := a.check(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runAttack(ctx, a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metricsOf(t, r)
+	if m["honest_joined"] != 5 || m["honest_sent"] < 10 || m["honest_lost"] != 0 {
+		t.Fatalf("honest clients: %v errors %v", m, r.Errors)
+	}
+	for _, fired := range []string{
+		`fired phx_gateway_connects_refused_total{reason="address"}`,
+		`fired phx_gateway_connects_refused_total{reason="longpoll_sessions"}`,
+		"fired phx_gateway_rate_limited_total",
+	} {
+		if m[fired] <= 0 {
+			t.Errorf("%s did not fire: %v", fired, m)
+		}
 	}
 }
