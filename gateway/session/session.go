@@ -336,30 +336,68 @@ func (s *Session) join(m wire.Message) {
 	if reason := s.joining[m.Topic]; reason != "" && rep.Status == proto.StatusOK {
 		rep = proto.Error(reason) // kicked or lost while joining
 	}
-	delete(s.joining, m.Topic)
-	if len(s.joining) == 0 {
-		s.joining = nil // an idle socket keeps no map (idle memory, BENCHMARKS.md)
+	if s.closed {
+		s.forgetJoining(m.Topic)
+		s.mu.Unlock()
+		s.cfg.Rooms.Leave(m.Topic, s)
+		return
 	}
+	if rep.Status != proto.StatusOK {
+		s.forgetJoining(m.Topic)
+		// A refused duplicate join still ends the old channel, as in Phoenix.
+		delete(s.channels, m.Topic)
+		s.mu.Unlock()
+		s.cfg.Rooms.Leave(m.Topic, s)
+		s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
+		s.reply(m.JoinRef, m.Ref, m.Topic, rep)
+		if rejoin {
+			s.control(oldRef, m.Topic, s.ser.AppendClose)
+		}
+		return
+	}
+	// The old channel of a duplicate join ends with the reply; a kick in
+	// between finds only the join.
+	delete(s.channels, m.Topic)
+	s.mu.Unlock()
+	s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
+	// The join stays "joining" until its reply is queued: a kick (or a
+	// lost room) meanwhile is seen below and its phx_close (or
+	// phx_error) follows the reply, never precedes it.
+	s.reply(m.JoinRef, m.Ref, m.Topic, rep)
+	s.mu.Lock()
+	reason := s.joining[m.Topic]
+	s.forgetJoining(m.Topic)
 	switch {
 	case s.closed:
 		s.mu.Unlock()
 		s.cfg.Rooms.Leave(m.Topic, s)
 		return
-	case rep.Status == proto.StatusOK:
+	case reason == "":
 		s.channels[m.Topic] = joinRef
 		s.noteConfirmed(m.Topic, service, rep.Confirm)
 		s.mu.Unlock()
 	default:
-		// A refused duplicate join still ends the old channel, as in Phoenix.
-		delete(s.channels, m.Topic)
+		// Ended after the reply was decided: end() took it out of the room.
 		s.mu.Unlock()
-		s.cfg.Rooms.Leave(m.Topic, s)
 	}
-	s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
-	s.reply(m.JoinRef, m.Ref, m.Topic, rep)
 	if rejoin {
 		// Phoenix sends the old channel's phx_close after the new join's reply.
 		s.control(oldRef, m.Topic, s.ser.AppendClose)
+	}
+	if reason != "" {
+		enc := s.ser.AppendError
+		if reason == ReasonUnauthorized {
+			enc = s.ser.AppendClose
+		}
+		s.control(joinRef, m.Topic, enc)
+	}
+}
+
+// forgetJoining ends topic's joining state. s.mu is held.
+func (s *Session) forgetJoining(topic string) {
+	delete(s.joining, topic)
+	if len(s.joining) == 0 {
+		s.joining = nil // an idle socket keeps no map (idle memory, BENCHMARKS.md)
 	}
 }
 

@@ -19,10 +19,19 @@ type fakeTransport struct {
 	mu     sync.Mutex
 	frames []string
 	closed []session.Disconnect
+	// before, when set, runs in Deliver before the frame is recorded,
+	// outside the lock: another goroutine's act racing the send.
+	before func(fr session.Frame)
 }
 
 func (f *fakeTransport) Serializer() wire.Serializer { return f.ser }
 func (f *fakeTransport) Deliver(fr session.Frame) {
+	f.mu.Lock()
+	before := f.before
+	f.mu.Unlock()
+	if before != nil {
+		before(fr)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.frames = append(f.frames, string(fr.Data))
@@ -268,6 +277,39 @@ func TestConfirmedJoin(t *testing.T) {
 	expect(t, tr, `[null,"4","private:kicked","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
 	if s.Kick("private:kicked") {
 		t.Fatal("a kick found the refused channel")
+	}
+}
+
+// A kick (or a lost room) that lands while the join's reply is being sent
+// is what the client learns next: the reply, then phx_close (phx_error),
+// never the close first, which phoenix.js would drop as the frame of a
+// channel not yet joined, leaving it joined to a room it is out of.
+func TestEndedDuringJoinReply(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(s *session.Session, topic string) bool
+		want string
+	}{
+		{"kick", (*session.Session).Kick, `["1","1","rooms:a","phx_close",{}]`},
+		{"lost room", (*session.Session).ChannelError, `["1","1","rooms:a","phx_error",{}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, tr, e := newSession(t, wire.V2, nil)
+			var ended atomic.Bool
+			tr.before = func(fr session.Frame) {
+				if ended.CompareAndSwap(false, true) && !tc.end(s, "rooms:a") {
+					t.Error("the join on its way was not found")
+				}
+			}
+			handle(s, msg("1", "1", "rooms:a", "phx_join", `{}`))
+			expect(t, tr, `["1","1","rooms:a","phx_reply",`+okReply, tc.want)
+			if e.Hub.Rooms() != 0 {
+				t.Fatalf("rooms %d: the ended join stayed in its room", e.Hub.Rooms())
+			}
+			// Not joined: a push is unmatched.
+			handle(s, msg("1", "2", "rooms:a", "new_msg", `{"body":"x"}`))
+			expect(t, tr, `[null,"2","rooms:a","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`)
+		})
 	}
 }
 
