@@ -28,6 +28,11 @@ type JoinRequest struct {
 	// Gateway and ConnID identify the socket, for logs and later messages.
 	Gateway string `json:"gateway,omitempty"`
 	ConnID  string `json:"conn_id,omitempty"`
+	// Position, in a request to HistorySubject, is the last RoomStream
+	// sequence the gateway had handed to the room when the socket
+	// entered it: the history must end there, later broadcasts reach the
+	// channel live.
+	Position uint64 `json:"position,omitempty"`
 }
 
 // PushRequest hands a client event on a joined topic to its service.
@@ -65,6 +70,10 @@ type Reply struct {
 	// after it finds the socket in the room, where its kick reaches it.
 	// roomsvc sets it for private rooms. Not sent to the client.
 	Confirm bool `json:"confirm,omitempty"`
+	// Resume, on a HistorySubject reply, is the position the channel's
+	// live broadcasts continue after: the gateway drops those at or
+	// before it. Not sent to the client.
+	Resume uint64 `json:"resume,omitempty"`
 }
 
 // OK returns an ok Reply with the given response object (nil for {}).

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,6 +88,9 @@ type Hub struct {
 	// room by subject, so dispatch finds it without decoding the topic.
 	rooms map[string]*room
 	feed  *feed
+	// pos is the stream sequence of the last message dispatch looked up
+	// (stored under mu's read lock), or where the reader started.
+	pos atomic.Uint64
 	// idle, while set, stops the feed unless a member joins first; idleGen
 	// tells a stale timer's callback from the current one's.
 	idle    *time.Timer
@@ -102,7 +106,14 @@ type feed struct {
 	ready chan struct{}
 	err   error
 	rd    *reader
+	// start is the stream's last sequence when the reader started; set
+	// before ready is closed, and once startedAt is.
+	start     uint64
+	startedAt atomic.Bool
 }
+
+// started reports whether the reader has taken its start position.
+func (f *feed) started() bool { return f.startedAt.Load() }
 
 // failed reports whether the feed could not start; the next join starts
 // another.
@@ -152,16 +163,22 @@ func New(opts Options) (*Hub, error) {
 // Join adds s to topic's room, starting the Hub's reader of the room
 // stream if it is not running. want is what its channel asked for beyond
 // the guide (nil: nothing); joining again replaces it. It returns once
-// broadcasts stored from now on will reach s.
-func (h *Hub) Join(ctx context.Context, topic string, s *session.Session, want *session.Want) error {
+// broadcasts stored from now on will reach s, with the room stream's
+// position at the moment s entered: s gets the room's broadcasts after
+// it, never one at or before it.
+//
+// A channel that asked for history (want.History) is held: its
+// broadcasts wait, in order, until Release, so that the join's reply
+// (which carries the history up to the position) goes first.
+func (h *Hub) Join(ctx context.Context, topic string, s *session.Session, want *session.Want) (uint64, error) {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if h.idle != nil {
 		h.idle.Stop()
@@ -174,24 +191,75 @@ func (h *Hub) Join(ctx context.Context, topic string, s *session.Session, want *
 	r := h.rooms[subject]
 	if r == nil {
 		r = &room{topic: topic, index: make(map[*session.Session]int)}
+		// Every message dispatch looks up from now on finds the room.
+		r.pos.Store(h.pos.Load())
 		h.rooms[subject] = r
 		h.metrics.Rooms.Inc()
 	}
 	r.mu.Lock()
 	r.add(s, want)
+	// Dispatch stores a message's sequence in r.pos under r.mu before it
+	// hands the message to the members: every one after pos reaches s.
+	pos := r.pos.Load()
 	r.mu.Unlock()
+	started := f.started()
 	h.mu.Unlock()
 
 	select {
 	case <-f.ready:
 		if f.err != nil {
 			h.Leave(topic, s)
-			return f.err
+			return 0, f.err
 		}
-		return nil
+		if !started {
+			// The reader started after s entered: it delivers what
+			// follows the stream's last message at its start.
+			pos = f.start
+		}
+		return pos, nil
 	case <-ctx.Done():
 		h.Leave(topic, s)
-		return ctx.Err()
+		return 0, ctx.Err()
+	}
+}
+
+// Release hands a held channel (Join with want.History) its broadcasts
+// after position after, in order, and from then on delivers only those
+// after it. A channel whose hold overflowed gets phx_error instead.
+func (h *Hub) Release(topic string, s *session.Session, after uint64) {
+	subject, err := proto.RoomSubject(topic)
+	if err != nil {
+		return
+	}
+	h.mu.RLock()
+	r := h.rooms[subject]
+	h.mu.RUnlock()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	overflow := r.release(s, after)
+	r.mu.Unlock()
+	if overflow {
+		s.ChannelError(topic)
+	}
+}
+
+// started moves the Hub's position to last, where feed f's reader starts,
+// before it delivers anything.
+func (h *Hub) started(f *feed, last uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f.start = last
+	f.startedAt.Store(true)
+	if h.feed != f {
+		return
+	}
+	h.pos.Store(last)
+	for _, r := range h.rooms {
+		r.mu.Lock()
+		r.pos.Store(max(r.pos.Load(), last))
+		r.mu.Unlock()
 	}
 }
 
@@ -200,6 +268,7 @@ func (h *Hub) startFeed() *feed {
 	f.rd = &reader{
 		nc: h.opts.Conn, js: h.js, heartbeat: h.opts.Heartbeat,
 		deliver: h.dispatch,
+		onStart: func(last uint64) { h.started(f, last) },
 		onError: func(err error) {
 			h.metrics.RoomConsumerErrors.Inc()
 			h.log.Warn("room stream consumer", "err", err)

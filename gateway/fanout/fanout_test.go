@@ -127,7 +127,7 @@ func TestEncodeOncePerSerializer(t *testing.T) {
 	ctx := context.Background()
 	v2a, v2b, v1 := newSink(h, nil, wire.V2), newSink(h, nil, wire.V2), newSink(h, nil, wire.V1)
 	for _, s := range []*sink{v2a, v2b, v1} {
-		if err := h.Join(ctx, "rooms:lobby", s.sess, nil); err != nil {
+		if _, err := h.Join(ctx, "rooms:lobby", s.sess, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +178,7 @@ func BenchmarkDispatch1000(b *testing.B) {
 	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.dispatch(subject, msg)
+		h.dispatch(subject, 1, msg)
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
@@ -204,7 +204,7 @@ func BenchmarkDispatch1000Sender(b *testing.B) {
 	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"},"from":"alice"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.dispatch(subject, msg)
+		h.dispatch(subject, 1, msg)
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
@@ -258,7 +258,7 @@ func TestJoinStartsAfterStoredMessages(t *testing.T) {
 	h, pub := newHub(t)
 	publish(t, pub, "before")
 	s := newSink(h, nil, wire.V2)
-	if err := h.Join(context.Background(), "rooms:lobby", s.sess, nil); err != nil {
+	if _, err := h.Join(context.Background(), "rooms:lobby", s.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -359,7 +359,7 @@ func whileAway(t *testing.T, opts proto.RoomStreamOptions, away func(pub *nats.C
 	member = newSink(h, hnc, wire.V2)
 	member.join(t, "rooms:lobby")
 	listener = newSink(h, nil, wire.V2)
-	if err := h.Join(context.Background(), "rooms:lobby", listener.sess, nil); err != nil {
+	if _, err := h.Join(context.Background(), "rooms:lobby", listener.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv.Shutdown()
@@ -421,7 +421,7 @@ func TestLinger(t *testing.T) {
 	h, pub := newHubLinger(t, linger)
 	ctx := context.Background()
 	a := newSink(h, nil, wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", a.sess, nil); err != nil {
+	if _, err := h.Join(ctx, "rooms:lobby", a.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -432,7 +432,7 @@ func TestLinger(t *testing.T) {
 		t.Fatalf("right after the last leave: rooms = %d, reading %v; want 0 and the lingering reader", h.Rooms(), h.reading())
 	}
 	b := newSink(h, nil, wire.V2)
-	if err := h.Join(ctx, "rooms:other", b.sess, nil); err != nil {
+	if _, err := h.Join(ctx, "rooms:other", b.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -456,7 +456,7 @@ func TestLinger(t *testing.T) {
 	}
 	// A join after that starts a reader again.
 	c := newSink(h, nil, wire.V2)
-	if err := h.Join(ctx, "rooms:lobby", c.sess, nil); err != nil {
+	if _, err := h.Join(ctx, "rooms:lobby", c.sess, nil); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, pub, "again")
@@ -474,7 +474,7 @@ func TestRoomsKeptApart(t *testing.T) {
 	sinks := make([]*sink, len(topics))
 	for i, topic := range topics {
 		sinks[i] = newSink(h, nil, wire.V2)
-		if err := h.Join(ctx, topic, sinks[i].sess, nil); err != nil {
+		if _, err := h.Join(ctx, topic, sinks[i].sess, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -532,7 +532,7 @@ func TestJoinParamsPerChannel(t *testing.T) {
 	richV2a, richV2b, richV1 := newUserSink(h, wire.V2, "alice"), newSink(h, nil, wire.V2), newSink(h, nil, wire.V1)
 	onlyJoins := newSink(h, nil, wire.V2)
 	for s, w := range map[*sink]*session.Want{plainV2: nil, plainV1: nil, richV2a: all, richV2b: all, richV1: all, onlyJoins: session.WantOf([]string{"joins"})} {
-		if err := h.Join(ctx, "rooms:lobby", s.sess, w); err != nil {
+		if _, err := h.Join(ctx, "rooms:lobby", s.sess, w); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -608,7 +608,7 @@ func TestJoinParamsPerChannel(t *testing.T) {
 	}
 
 	// A duplicate join replaces what the channel asked for.
-	if err := h.Join(ctx, "rooms:lobby", plainV2.sess, session.WantOf([]string{proto.JoinSender})); err != nil {
+	if _, err := h.Join(ctx, "rooms:lobby", plainV2.sess, session.WantOf([]string{proto.JoinSender})); err != nil {
 		t.Fatal(err)
 	}
 	send(proto.Broadcast{Event: "new_msg", Payload: json.RawMessage(`{"body":"again"}`), From: "bob"})

@@ -41,8 +41,12 @@ type reader struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	heartbeat time.Duration
-	// deliver gets each message's subject (its room) and data.
-	deliver func(subject string, data []byte)
+	// deliver gets each message's subject (its room), stream sequence and
+	// data.
+	deliver func(subject string, seq uint64, data []byte)
+	// onStart gets the stream's last sequence when the reader starts:
+	// the messages after it are what deliver will get.
+	onStart func(last uint64)
 	onError func(err error)
 	// onGap reports stream sequences from..to that the reader owed but
 	// the stream no longer holds (its limits removed them, or they were
@@ -86,6 +90,9 @@ func (rd *reader) start(ctx context.Context) error {
 		return fmt.Errorf("fanout: stream %s: %w", proto.RoomStream, err)
 	}
 	rd.next = st.CachedInfo().State.LastSeq + 1
+	if rd.onStart != nil {
+		rd.onStart(rd.next - 1)
+	}
 	if _, err := rd.consume(ctx); err != nil {
 		return err
 	}
@@ -256,7 +263,7 @@ func (rd *reader) receive(gen int, name string, m *nats.Msg) {
 	}
 	// The subscription calls this for one message at a time, so the
 	// stream's order holds without holding the lock while delivering.
-	rd.deliver(m.Subject, m.Data)
+	rd.deliver(m.Subject, meta.Sequence.Stream, m.Data)
 }
 
 // control handles the consumer's status messages: an idle heartbeat names

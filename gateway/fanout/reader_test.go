@@ -33,7 +33,7 @@ func BenchmarkReadStream(b *testing.B) {
 	h, pub := newHub(b)
 	s := &atomicSink{}
 	sess, _ := session.New(&session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}, s, "", "")
-	if err := h.Join(context.Background(), "rooms:lobby", sess, nil); err != nil {
+	if _, err := h.Join(context.Background(), "rooms:lobby", sess, nil); err != nil {
 		b.Fatal(err)
 	}
 	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
@@ -77,7 +77,7 @@ func BenchmarkReadStored(b *testing.B) {
 	var n atomic.Int64
 	all := make(chan struct{})
 	rd := &reader{nc: h.opts.Conn, js: h.js, heartbeat: time.Second, next: 1,
-		deliver: func(string, []byte) {
+		deliver: func(string, uint64, []byte) {
 			if n.Add(1) == int64(b.N) {
 				close(all)
 			}
@@ -127,7 +127,7 @@ func TestReaderReportsStreamSequenceGaps(t *testing.T) {
 	var gaps [][2]uint64
 	done := make(chan struct{})
 	rd := &reader{nc: h.opts.Conn, js: h.js, heartbeat: time.Second, next: 1,
-		deliver: func(_ string, data []byte) {
+		deliver: func(_ string, _ uint64, data []byte) {
 			var b struct{ Payload struct{ N uint64 } }
 			_ = json.Unmarshal(data, &b)
 			mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/wire"
@@ -24,11 +25,39 @@ type member struct {
 	tr   session.Transport
 	ser  wire.Serializer
 	want *session.Want
+	// hist is nil unless the channel asked for history: a pointer, so
+	// that the members of rooms without history stay as small.
+	hist *histState
 }
+
+// histState is a history channel's place in the room stream.
+type histState struct {
+	// after: broadcasts at or before it are not for this channel (its
+	// join's history had them).
+	after uint64
+	// holding: the join's reply is not out yet; broadcasts wait in held.
+	holding  bool
+	held     []heldFrame
+	overflow bool
+}
+
+type heldFrame struct {
+	seq uint64
+	f   session.Frame
+}
+
+// maxHeld bounds the broadcasts a channel holds while its history join is
+// answered (milliseconds, normally); past it the channel gets phx_error
+// and its client rejoins from the position it has.
+const maxHeld = 10000
 
 // room is one topic's local members.
 type room struct {
 	topic string
+	// pos is the stream sequence of the last message dispatched to the
+	// room, stored under mu (read) before its delivery: a member added
+	// under mu gets every message after it.
+	pos atomic.Uint64
 
 	mu sync.RWMutex
 	// members in a slice, because dispatch walks it for every broadcast
@@ -41,12 +70,40 @@ type room struct {
 // add makes s a member; adding a member again (a duplicate join) only
 // replaces what it asked for. r.mu is held.
 func (r *room) add(s *session.Session, want *session.Want) {
+	var hist *histState
+	if want != nil && want.History {
+		hist = &histState{holding: true}
+	}
 	if i, ok := r.index[s]; ok {
 		r.members[i].want = want
+		r.members[i].hist = hist
 		return
 	}
 	r.index[s] = len(r.members)
-	r.members = append(r.members, member{s: s, tr: s.Transport(), ser: s.Serializer(), want: want})
+	r.members = append(r.members, member{s: s, tr: s.Transport(), ser: s.Serializer(), want: want, hist: hist})
+}
+
+// release ends s's hold (Hub.Release); it reports whether the hold
+// overflowed. r.mu is held.
+func (r *room) release(s *session.Session, after uint64) (overflow bool) {
+	i, ok := r.index[s]
+	if !ok || r.members[i].hist == nil {
+		return false
+	}
+	m := &r.members[i]
+	h := m.hist
+	h.after, h.holding = after, false
+	held := h.held
+	h.held = nil
+	if h.overflow {
+		return true
+	}
+	for _, hf := range held {
+		if hf.seq > after {
+			m.tr.Deliver(hf.f)
+		}
+	}
+	return false
 }
 
 // remove takes s out, moving the last member into its place. r.mu is held.
@@ -65,8 +122,9 @@ func (r *room) remove(s *session.Session) {
 
 // dispatch hands a stream message to its room's local members, if the
 // gateway has any.
-func (h *Hub) dispatch(subject string, data []byte) {
+func (h *Hub) dispatch(subject string, seq uint64, data []byte) {
 	h.mu.RLock()
+	h.pos.Store(seq)
 	r := h.rooms[subject]
 	h.mu.RUnlock()
 	if r == nil {
@@ -82,24 +140,35 @@ func (h *Hub) dispatch(subject string, data []byte) {
 	// Encode at most once per serializer and variant: every V2 WebSocket
 	// that asked for nothing shares one slice, every V1 socket another,
 	// every V2 long-poll session a third, and each serializer has at most
-	// one more for the channels that asked for the sender.
+	// three more: with the sender, with the position (history), with both.
 	sender := b.From != "" && b.Binary == nil
-	var cache [6]struct {
-		s      wire.Serializer
-		sender bool
-		f      session.Frame
+	var ref string // the position, for history channels' JSON frames
+	var cache [12]struct {
+		s           wire.Serializer
+		sender, ref bool
+		f           session.Frame
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	r.pos.Store(seq)
 	n := 0
 	for i := range r.members {
 		m := &r.members[i]
-		var ignore, withSender bool
+		var ignore, withSender, withRef bool
 		if w := m.want; w != nil {
 			if !w.Accepts(b.OptIn) {
 				continue
 			}
 			ignore, withSender = w.Ignore, sender && w.Sender
+			if hs := m.hist; hs != nil {
+				if seq <= hs.after {
+					continue // its join's history had it
+				}
+				withRef = b.Binary == nil
+				if withRef && ref == "" {
+					ref = proto.FormatPosition(seq)
+				}
+			}
 		} else if b.OptIn != "" {
 			continue
 		}
@@ -110,13 +179,17 @@ func (h *Hub) dispatch(subject string, data []byte) {
 		var f session.Frame
 		found := false
 		for i := range cache {
-			if cache[i].s == ser && cache[i].sender == withSender {
+			if cache[i].s == ser && cache[i].sender == withSender && cache[i].ref == withRef {
 				f, found = cache[i].f, true
 				break
 			}
 		}
 		if !found {
-			data, bin, err := encode(ser, r.topic, &b, withSender)
+			var ref1 string
+			if withRef {
+				ref1 = ref
+			}
+			data, bin, err := encode(ser, r.topic, &b, withSender, ref1)
 			if err != nil {
 				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
 				continue
@@ -124,10 +197,19 @@ func (h *Hub) dispatch(subject string, data []byte) {
 			f = session.Frame{Data: data, Binary: bin}
 			for i := range cache {
 				if cache[i].s == nil {
-					cache[i].s, cache[i].sender, cache[i].f = ser, withSender, f
+					cache[i].s, cache[i].sender, cache[i].ref, cache[i].f = ser, withSender, withRef, f
 					break
 				}
 			}
+		}
+		if hs := m.hist; hs != nil && hs.holding {
+			// Its join's reply is not out yet (Hub.Release).
+			if len(hs.held) < maxHeld {
+				hs.held = append(hs.held, heldFrame{seq: seq, f: f})
+			} else {
+				hs.overflow = true
+			}
+			continue
 		}
 		m.tr.Deliver(f)
 		n++
@@ -136,13 +218,17 @@ func (h *Hub) dispatch(subject string, data []byte) {
 }
 
 // encode encodes b for one serializer, with b.From added to the payload
-// as "user_id" when withSender; bytes its clients cannot carry become the
+// as "user_id" when withSender and ref (a position) as the frame's ref
+// when not empty; bytes its clients cannot carry become the
 // same event with an error payload (session.AppendBroadcast).
-func encode(ser wire.Serializer, topic string, b *proto.Broadcast, withSender bool) ([]byte, bool, error) {
+func encode(ser wire.Serializer, topic string, b *proto.Broadcast, withSender bool, ref string) ([]byte, bool, error) {
 	if b.Binary == nil {
 		payload := b.Payload
 		if withSender {
 			payload = appendSender(nil, payload, b.From)
+		}
+		if ref != "" {
+			return ser.AppendBroadcastRef(nil, ref, topic, b.Event, payload), false, nil
 		}
 		return ser.AppendBroadcast(nil, topic, b.Event, payload, false)
 	}

@@ -28,12 +28,14 @@ type rooms struct {
 	in map[string]bool
 }
 
-func (r *rooms) Join(_ context.Context, topic string, _ *session.Session, _ *session.Want) error {
+func (r *rooms) Join(_ context.Context, topic string, _ *session.Session, _ *session.Want) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.in[topic] = true
-	return nil
+	return 0, nil
 }
+
+func (r *rooms) Release(string, *session.Session, uint64) {}
 
 func (r *rooms) Leave(topic string, _ *session.Session) {
 	r.mu.Lock()

@@ -15,19 +15,24 @@ import (
 // (rep.Confirm, a private room), it is asked again once the socket is in
 // the room: a permission revoked meanwhile is seen then, and one revoked
 // later finds the socket joined (or joining), where its kick ends it.
-func (s *Session) enter(m wire.Message, service string, rep proto.Reply) proto.Reply {
+//
+// A join that asked for history gets it here (proto.HistorySubject) once
+// the socket is in the room, whose broadcasts for it are held meanwhile;
+// held reports that the caller must release them once the reply is out.
+func (s *Session) enter(m wire.Message, service string, rep proto.Reply) (_ proto.Reply, held bool) {
 	s.mu.Lock()
 	if s.joining == nil {
 		s.joining = make(map[string]string)
 	}
 	s.joining[m.Topic] = ""
 	s.mu.Unlock()
+	want, hist := wantOf(m.Payload)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	err := s.cfg.Rooms.Join(ctx, m.Topic, s, WantOf(proto.JoinFlags(m.Payload)))
+	pos, err := s.cfg.Rooms.Join(ctx, m.Topic, s, want)
 	cancel()
 	if err != nil {
 		s.cfg.Logger.Error("room subscription failed", "topic", m.Topic, "err", err)
-		return proto.Error(ReasonUnavailable)
+		return proto.Error(ReasonUnavailable), false
 	}
 	s.mu.Lock()
 	reason := s.joining[m.Topic]
@@ -35,10 +40,25 @@ func (s *Session) enter(m wire.Message, service string, rep proto.Reply) proto.R
 	if reason != "" {
 		// Kicked before the room join: take it out again at once.
 		s.cfg.Rooms.Leave(m.Topic, s)
-		return proto.Error(reason)
+		return proto.Error(reason), false
+	}
+	if hist != nil {
+		// The history up to where the socket entered the room; the
+		// service confirms the join as it does for JoinedSubject.
+		h := s.request("history", proto.HistorySubject(service), proto.JoinRequest{
+			Topic: m.Topic, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID, Position: pos,
+		})
+		if h.Status == proto.StatusNoReply {
+			h = proto.Error(ReasonBadReply)
+		}
+		if h.Status == proto.StatusOK {
+			h.Confirm = rep.Confirm
+			h.Ignore = nil
+		}
+		return h, true
 	}
 	if !rep.Confirm {
-		return rep
+		return rep, false
 	}
 	confirmed := s.request("joined", proto.JoinedSubject(service), proto.JoinRequest{
 		Topic: m.Topic, UserID: s.userID, Payload: json.RawMessage(m.Payload), Gateway: s.cfg.Gateway, ConnID: s.connID,
@@ -47,9 +67,9 @@ func (s *Session) enter(m wire.Message, service string, rep proto.Reply) proto.R
 		confirmed = proto.Error(ReasonBadReply)
 	}
 	if confirmed.Status != proto.StatusOK {
-		return confirmed
+		return confirmed, false
 	}
-	return rep
+	return rep, false
 }
 
 // noteConfirmed remembers (or forgets) that topic's channel was

@@ -329,8 +329,9 @@ func (s *Session) join(m wire.Message) {
 		// Before the room join, so no ignored user's message slips through.
 		s.UpdateIgnored(rep.Ignore)
 	}
+	held := false
 	if rep.Status == proto.StatusOK {
-		rep = s.enter(m, service, rep)
+		rep, held = s.enter(m, service, rep)
 	}
 	s.mu.Lock()
 	if reason := s.joining[m.Topic]; reason != "" && rep.Status == proto.StatusOK {
@@ -364,6 +365,10 @@ func (s *Session) join(m wire.Message) {
 	// lost room) meanwhile is seen below and its phx_close (or
 	// phx_error) follows the reply, never precedes it.
 	s.reply(m.JoinRef, m.Ref, m.Topic, rep)
+	if held {
+		// The reply held the history: now the broadcasts after it.
+		s.cfg.Rooms.Release(m.Topic, s, rep.Resume)
+	}
 	s.mu.Lock()
 	reason := s.joining[m.Topic]
 	s.forgetJoining(m.Topic)

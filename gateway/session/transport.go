@@ -61,9 +61,14 @@ var (
 // Rooms is the fan-out as a session sees it (fanout.Hub).
 type Rooms interface {
 	// Join adds s to topic's room and returns once broadcasts stored from
-	// now on will reach it. want is what its channel asked for beyond the
-	// guide (nil: nothing); joining again replaces it.
-	Join(ctx context.Context, topic string, s *Session, want *Want) error
+	// now on will reach it, with the room stream's position when it
+	// entered (it gets only later broadcasts). want is what its channel
+	// asked for beyond the guide (nil: nothing); joining again replaces
+	// it. A channel with want.History is held until Release.
+	Join(ctx context.Context, topic string, s *Session, want *Want) (uint64, error)
+	// Release hands a held channel its broadcasts after position after,
+	// and only those from then on.
+	Release(topic string, s *Session, after uint64)
 	// Leave takes s out of topic's room; leaving a room one is not in
 	// does nothing.
 	Leave(topic string, s *Session)

@@ -18,6 +18,23 @@ type Want struct {
 	// Flags are all the join parameters asked for with true, matched
 	// against proto.Broadcast.OptIn.
 	Flags []string
+	// History: the join asked for history (proto.JoinHistory); its live
+	// broadcasts carry their position as the frame's ref.
+	History bool
+}
+
+// wantOf returns what the phx_join payload asks for, nil when nothing, and
+// its history request (nil: none).
+func wantOf(payload []byte) (*Want, *proto.HistoryRequest) {
+	w := WantOf(proto.JoinFlags(payload))
+	hist, _ := proto.HistoryOf(payload) // the service refused a bad one
+	if hist != nil {
+		if w == nil {
+			w = &Want{}
+		}
+		w.History = true
+	}
+	return w, hist
 }
 
 // WantOf returns what a join with the given flags (proto.JoinFlags) asks

@@ -166,6 +166,10 @@ func (v1Serializer) AppendBroadcast(dst []byte, topic, event string, payload []b
 	return appendV1Message(dst, topic, event, "", payload), false, nil
 }
 
+func (v1Serializer) AppendBroadcastRef(dst []byte, ref, topic, event string, payload []byte) []byte {
+	return appendV1Message(dst, topic, event, ref, payload)
+}
+
 func (v1Serializer) AppendClose(dst []byte, joinRef, topic string) ([]byte, bool, error) {
 	return appendV1Message(dst, topic, "phx_close", joinRef, nil), false, nil
 }

@@ -182,6 +182,14 @@ func (v2Serializer) AppendBroadcast(dst []byte, topic, event string, payload []b
 	return appendV2Tail(dst, topic, event, payload), false, nil
 }
 
+func (v2Serializer) AppendBroadcastRef(dst []byte, ref, topic, event string, payload []byte) []byte {
+	dst = slices.Grow(dst, 16+jsonStringSize(ref)+jsonStringSize(topic)+jsonStringSize(event)+len(payload))
+	dst = append(dst, "[null,"...)
+	dst = AppendJSONString(dst, ref)
+	dst = append(dst, ',')
+	return appendV2Tail(dst, topic, event, payload)
+}
+
 func (v2Serializer) AppendClose(dst []byte, joinRef, topic string) ([]byte, bool, error) {
 	return appendV2Control(dst, joinRef, topic, "phx_close"), false, nil
 }

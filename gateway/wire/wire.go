@@ -57,6 +57,11 @@ type Serializer interface {
 	AppendPush(dst []byte, joinRef, topic, event string, payload []byte, binaryPayload bool) ([]byte, bool, error)
 	// AppendBroadcast encodes a fastlane broadcast [null, null, topic, event, payload].
 	AppendBroadcast(dst []byte, topic, event string, payload []byte, binaryPayload bool) ([]byte, bool, error)
+	// AppendBroadcastRef encodes a JSON broadcast with a ref, [null, ref,
+	// topic, event, payload]: the position of a broadcast on a channel
+	// joined with history (proto.JoinHistory), which phoenix.js hands to
+	// channel.on callbacks as their second argument.
+	AppendBroadcastRef(dst []byte, ref, topic, event string, payload []byte) []byte
 	// AppendClose encodes phx_close; Phoenix puts the join_ref in both ref slots.
 	AppendClose(dst []byte, joinRef, topic string) ([]byte, bool, error)
 	// AppendError encodes phx_error; Phoenix puts the join_ref in both ref slots.

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/phxnats/phxnats/proto"
+	"github.com/phxnats/phxnats/roomsvc/history"
 )
 
 // Options configure a Service.
@@ -77,12 +79,13 @@ func Start(opts Options) (*Service, error) {
 	}
 	s := &Service{opts: opts, budget: opts.Rules.budget()}
 	handlers := map[string]nats.MsgHandler{
-		proto.JoinSubject(opts.Service):   s.handleJoin,
-		proto.JoinedSubject(opts.Service): s.handleJoined,
-		proto.PushSubject(opts.Service):   s.handlePush,
-		proto.SubjectMembersGrant:         s.handleMembership,
-		proto.SubjectMembersRevoke:        s.handleMembership,
-		proto.SubjectMembersList:          s.handleMembership,
+		proto.JoinSubject(opts.Service):    s.handleJoin,
+		proto.JoinedSubject(opts.Service):  s.handleJoined,
+		proto.HistorySubject(opts.Service): s.handleHistory,
+		proto.PushSubject(opts.Service):    s.handlePush,
+		proto.SubjectMembersGrant:          s.handleMembership,
+		proto.SubjectMembersRevoke:         s.handleMembership,
+		proto.SubjectMembersList:           s.handleMembership,
 	}
 	// Gateways may not create consumers of the room stream themselves
 	// (proto.SubjectFeedCreate says why): roomsvc makes them their feeds.
@@ -110,6 +113,9 @@ func (s *Service) handleJoin(m *nats.Msg) {
 func (s *Service) join(m *nats.Msg, req proto.JoinRequest) proto.Reply {
 	if !IsRoom(req.Topic) || (req.UserID != "" && proto.ValidUserID(req.UserID) != nil) {
 		return proto.Error("unauthorized")
+	}
+	if _, err := proto.HistoryOf(req.Payload); err != nil {
+		return proto.Error(err.Error())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
 	defer cancel()
@@ -189,6 +195,68 @@ func (s *Service) handleJoined(m *nats.Msg) {
 	}
 	s.respond(m, rep)
 }
+
+// handleHistory answers a join that asked for history, once the socket is
+// in the room (proto.HistorySubject): it confirms the join as
+// handleJoined does, then reads the room's messages up to the gateway's
+// position.
+func (s *Service) handleHistory(m *nats.Msg) {
+	var req proto.JoinRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		s.respond(m, proto.Error("bad join request"))
+		return
+	}
+	s.respond(m, s.history(req))
+}
+
+func (s *Service) history(req proto.JoinRequest) proto.Reply {
+	if !IsRoom(req.Topic) {
+		return proto.Error("unauthorized")
+	}
+	ask, err := proto.HistoryOf(req.Payload)
+	if err != nil {
+		return proto.Error(err.Error())
+	}
+	if ask == nil {
+		return proto.Error(proto.ErrBadHistory.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StoreTimeout)
+	defer cancel()
+	if !s.opts.Rules.IsPublic(req.Topic) {
+		if refused := s.allowed(ctx, req.Topic, req.UserID, s.opts.Store.IsMemberNow); refused != nil {
+			return *refused
+		}
+	}
+	ch := history.Channel{User: req.UserID, Flags: proto.JoinFlags(req.Payload)}
+	if req.UserID != "" && slices.Contains(ch.Flags, proto.JoinIgnore) {
+		ignored, err := s.opts.Store.Ignored(ctx, req.UserID)
+		if err != nil {
+			s.opts.Logger.Warn("ignore list lookup failed; history without it", "user", req.UserID, "err", err)
+		}
+		ch.Ignored = make(map[string]struct{}, len(ignored))
+		for _, u := range ignored {
+			ch.Ignored[u] = struct{}{}
+		}
+	}
+	st := s.opts.Store
+	rep, resume, err := st.history.Read(ctx, req.Topic, *ask, req.Position, ch, st.historyMax)
+	if err != nil {
+		s.opts.Logger.Warn("history read failed", "topic", req.Topic, "position", req.Position, "err", err)
+		return proto.Error(ReasonHistoryUnavailable)
+	}
+	data, err := json.Marshal(rep)
+	if err != nil {
+		return proto.Error(ReasonHistoryUnavailable)
+	}
+	out := proto.OK(data)
+	out.Resume = resume
+	return out
+}
+
+// ReasonHistoryUnavailable refuses a history join that could not be
+// answered in time (the history stream behind, or unreachable); phoenix.js
+// joins again after its backoff.
+const ReasonHistoryUnavailable = "history unavailable"
 
 func (s *Service) handlePush(m *nats.Msg) {
 	var req proto.PushRequest

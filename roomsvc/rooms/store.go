@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/proto"
+	"github.com/phxnats/phxnats/roomsvc/history"
 )
 
 // DefaultBucket is the JetStream KV bucket that holds room memberships.
@@ -62,6 +63,10 @@ type Store struct {
 	ignores   jetstream.KeyValue
 	members   *memberCache
 	ignoreMax int
+	// history indexes proto.HistoryStream; historyMax is its per-room
+	// bound, which also caps {"history": {"last": N}}.
+	history    *history.Index
+	historyMax int
 }
 
 // StoreOptions configure OpenStore.
@@ -76,6 +81,9 @@ type StoreOptions struct {
 	Replicas int
 	// Stream sizes proto.RoomStream; its Replicas is ignored.
 	Stream proto.RoomStreamOptions
+	// History sizes proto.HistoryStream, the room history; its Replicas
+	// is ignored.
+	History proto.HistoryOptions
 	// IgnoreMax bounds the length of an ignore list; default
 	// DefaultIgnoreMax. It sizes the bucket's largest value.
 	IgnoreMax int
@@ -135,15 +143,31 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if _, err := proto.EnsureRoomStream(ctx, js, opts.Stream); err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
 	}
+	opts.History.Replicas = opts.Replicas
+	if opts.History.MaxMsgsPerRoom <= 0 {
+		opts.History.MaxMsgsPerRoom = proto.DefaultHistoryMaxMsgsPerRoom
+	}
+	if _, err := proto.EnsureHistoryStream(ctx, js, opts.History); err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
+	hist, err := history.Open(ctx, js.Conn(), js, int(opts.History.MaxMsgsPerRoom), nil)
+	if err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
 	members, err := watchMembers(kv, opts.MemberCacheSize)
 	if err != nil {
+		hist.Close()
 		return nil, fmt.Errorf("rooms: watch KV bucket %q: %w", opts.Bucket, err)
 	}
-	return &Store{js: js, kv: kv, ignores: ignores, members: members, ignoreMax: opts.IgnoreMax}, nil
+	return &Store{js: js, kv: kv, ignores: ignores, members: members, ignoreMax: opts.IgnoreMax,
+		history: hist, historyMax: int(opts.History.MaxMsgsPerRoom)}, nil
 }
 
-// Close stops the Store's watch of the memberships.
-func (s *Store) Close() { s.members.stop() }
+// Close stops the Store's watches of the memberships and of the history.
+func (s *Store) Close() {
+	s.members.stop()
+	s.history.Close()
+}
 
 // Broadcast publishes b into topic and returns once proto.RoomStream has
 // stored it.
