@@ -133,19 +133,20 @@ func HistoryOf(payload []byte) (*HistoryRequest, error) {
 		return nil, nil
 	}
 	var h struct {
-		Last  *json.Number    `json:"last"`
+		Last  json.RawMessage `json:"last"`
 		Since json.RawMessage `json:"since"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&h); err != nil {
+	if err := json.Unmarshal(raw, &h); err != nil {
 		return nil, ErrBadHistory
 	}
 	switch {
 	case h.Last != nil && h.Since != nil:
 		return nil, ErrBadHistory
 	case h.Last != nil:
-		n, err := strconv.ParseInt(string(*h.Last), 10, 64)
+		n, err := strconv.ParseInt(string(h.Last), 10, 64) // digits only: no string, no fraction
+		if errors.Is(err, strconv.ErrRange) && len(h.Last) > 0 && h.Last[0] != '-' {
+			n, err = 1<<30, nil // any huge N: the service caps it
+		}
 		if err != nil || n <= 0 {
 			return nil, ErrBadHistory
 		}

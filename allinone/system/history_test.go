@@ -244,14 +244,20 @@ func TestHistoryRecoveredFalse(t *testing.T) {
 // folder: a client resumes from where it was.
 func TestHistoryAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	keep := func(c *Config) { publicRooms(c); c.DataDir = dir }
+	keep := func(c *Config) { publicRooms(c); c.DataDir = dir; c.Store.History.MaxMsgsPerRoom = 5 }
 	s := startSystem(t, keep)
 	nc := natsConn(t, s)
-	const topic = "rooms:pub-restart"
-	publishBodies(t, nc, topic, "a", "b")
-	c := dial(t, s.URL(), nil)
-	h := c.joinHistory(topic, "1", `{"history":{"last":5}}`)
-	c.ws.Close()
+	const topic, other = "rooms:pub-restart", "rooms:pub-other"
+	publishBodies(t, nc, topic, "a")
+	first := dial(t, s.URL(), nil).joinHistory(topic, "1", `{"history":{"last":1}}`).Messages[0].Seq
+	// Seven in another room, five kept: its bound leaves a hole in the
+	// stream after "a", which is no loss of this room.
+	publishBodies(t, nc, other, "o1", "o2", "o3", "o4", "o5", "o6", "o7")
+	publishBodies(t, nc, topic, "b", "c")
+	h := dial(t, s.URL(), nil).joinHistory(topic, "1", `{"history":{"last":5}}`)
+	if !equal(h.bodies(), []string{"a", "b", "c"}) {
+		t.Fatalf("before the restart: %+v", h)
+	}
 	nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -260,10 +266,20 @@ func TestHistoryAcrossRestart(t *testing.T) {
 	}
 
 	s2 := startSystem(t, keep)
-	publishBodies(t, natsConn(t, s2), topic, "c")
-	h2 := dial(t, s2.URL(), nil).joinHistory(topic, "1", fmt.Sprintf(`{"history":{"since":%q}}`, h.Seq))
-	if !h2.Recovered || !equal(h2.bodies(), []string{"c"}) {
-		t.Fatalf("after a restart, since %s: %+v (data in %s)", h.Seq, h2, filepath.Base(dir))
+	publishBodies(t, natsConn(t, s2), topic, "d")
+	for _, tc := range []struct {
+		topic, since string
+		want         []string
+		recovered    bool
+	}{
+		{topic, h.Seq, []string{"d"}, true},
+		{topic, first, []string{"b", "c", "d"}, true},
+		{other, "0", []string{"o3", "o4", "o5", "o6", "o7"}, false}, // o1, o2 dropped
+	} {
+		h2 := dial(t, s2.URL(), nil).joinHistory(tc.topic, "1", fmt.Sprintf(`{"history":{"since":%q}}`, tc.since))
+		if h2.Recovered != tc.recovered || !equal(h2.bodies(), tc.want) {
+			t.Fatalf("after a restart, %s since %s: %+v, want %q recovered %v (data in %s)", tc.topic, tc.since, h2, tc.want, tc.recovered, filepath.Base(dir))
+		}
 	}
 }
 

@@ -241,6 +241,7 @@ func (h *Hub) Release(topic string, s *session.Session, after uint64) {
 	overflow := r.release(s, after)
 	r.mu.Unlock()
 	if overflow {
+		h.Leave(topic, s)
 		s.ChannelError(topic)
 	}
 }

@@ -436,3 +436,26 @@ func TestDecodeAllocs(t *testing.T) {
 		t.Errorf("%v allocs per AppendReply into a big enough buffer, want 0", n)
 	}
 }
+
+// A history channel's broadcast carries its position as the ref, in the
+// slot phoenix.js reads a ref from in each serializer; the rest is the
+// same as the broadcast without it.
+func TestAppendBroadcastRef(t *testing.T) {
+	payload := []byte(`{"body":"hi"}`)
+	for _, tc := range []struct {
+		ser  Serializer
+		want string
+	}{
+		{V2, `[null,"812","rooms:lobby","new_msg",{"body":"hi"}]`},
+		{V1, `{"event":"new_msg","payload":{"body":"hi"},"ref":"812","topic":"rooms:lobby"}`},
+	} {
+		got := tc.ser.AppendBroadcastRef(nil, "812", "rooms:lobby", "new_msg", payload)
+		if string(got) != tc.want {
+			t.Errorf("%s: %s, want %s", tc.ser.Vsn(), got, tc.want)
+		}
+		m, err := tc.ser.Decode(got, false)
+		if err != nil || m.Ref != "812" || m.Topic != "rooms:lobby" || m.Event != "new_msg" || string(m.Payload) != string(payload) {
+			t.Errorf("%s: decodes as %+v, %v", tc.ser.Vsn(), m, err)
+		}
+	}
+}

@@ -50,6 +50,8 @@ type Index struct {
 	// stream before the index saw them, for any room (the stream's front
 	// moved past them, or the consumer skipped a sequence).
 	lostUpTo uint64
+	// loadedTo is the stream's last sequence when the index opened.
+	loadedTo uint64
 	// moved, made by a waiter, is closed when pos moves.
 	moved chan struct{}
 }
@@ -82,7 +84,7 @@ func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, perRoom in
 	if state.Msgs == 0 {
 		x.pos = state.LastSeq
 	}
-	x.lostUpTo = x.pos
+	x.lostUpTo, x.loadedTo = x.pos, state.LastSeq
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly:   true,
@@ -114,22 +116,28 @@ func (x *Index) take(m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	seq := meta.Sequence.Stream
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.takeLocked(m.Subject(), meta.Sequence.Stream)
+}
+
+// takeLocked adds the message at seq of subject. x.mu is held.
+func (x *Index) takeLocked(subject string, seq uint64) {
 	if seq <= x.pos {
 		return // the ordered consumer starting again: seen
 	}
-	if seq > x.pos+1 && x.pos >= x.lostUpTo {
+	if seq > x.pos+1 && seq-1 > x.loadedTo {
 		// The stream dropped messages before the index read them; whose
 		// rooms they were is unknown, so every room may have lost some.
-		x.lostUpTo = seq - 1
+		// (Below loadedTo, what the stream held at Open, holes are its
+		// rooms' bounds at work: look accounts for them.)
+		x.lostUpTo = max(x.lostUpTo, seq-1)
 	}
 	x.pos = seq
-	r := x.rooms[m.Subject()]
+	r := x.rooms[subject]
 	if r == nil {
 		r = &room{}
-		x.rooms[m.Subject()] = r
+		x.rooms[subject] = r
 	}
 	r.seqs = append(r.seqs, seq)
 	if over := len(r.seqs) - x.perRm; over > 0 {
@@ -232,6 +240,11 @@ func (x *Index) look(subject string, pos uint64) view {
 		n := sort.Search(len(r.seqs), func(i int) bool { return r.seqs[i] > pos })
 		v.seqs = append([]uint64(nil), r.seqs[:n]...)
 		v.dropped = r.dropped
+		if len(r.seqs) >= x.perRm {
+			// A full room may have lost older messages to its bound,
+			// before the index saw them (it started after).
+			v.dropped = max(v.dropped, r.seqs[0]-1)
+		}
 	}
 	return v
 }
