@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/phxnats/phxnats/gateway"
 	"github.com/phxnats/phxnats/proto"
@@ -250,8 +252,68 @@ func TestPresenceOfDeadGateway(t *testing.T) {
 	t.Logf("dead gateway's presence gone after %s (TTL 2s)", time.Since(dead))
 }
 
-// presenceUsers lists the users of st, sorted.
-func presenceUsers(st proto.PresenceState) []string {
-	users := st.SortedUsers()
-	return slices.Clip(users)
+// dialQuiet opens a V2 socket with token from any goroutine (nil when it
+// cannot).
+func dialQuiet(endpoint, token string) *websocket.Conn {
+	q := url.Values{"vsn": {"2.0.0"}, "token": {token}}
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(endpoint, "http://", "ws://", 1)+"/socket/websocket?"+q.Encode(), nil)
+	if err != nil {
+		return nil
+	}
+	return ws
+}
+
+// Flapping clients (reconnecting four times a second) cost a room at most
+// one diff per interval per gateway, however many flap.
+func TestPresenceFlappingIsBatched(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	const run = 3 * time.Second
+	s := startSystem(t, func(c *Config) { c.Gateway.PresenceInterval = interval; noLimits(c) })
+	watcher := dial(t, s.URL(), nil)
+	watcher.joinPresence("rooms:lobby", "1")
+	watcher.expectState("rooms:lobby", "1", map[string]int{})
+
+	tokens := make([]string, 10)
+	for i := range tokens {
+		tokens[i] = token(t, s, fmt.Sprintf("flapper%d", i))
+	}
+	stop := time.Now().Add(run)
+	done := make(chan int)
+	for _, tok := range tokens {
+		go func() {
+			flaps := 0
+			for time.Now().Before(stop) {
+				c := dialQuiet(s.URL(), tok)
+				if c == nil {
+					break
+				}
+				_ = c.WriteMessage(websocket.TextMessage, []byte(`["1","1","rooms:lobby","phx_join",{"presence":true}]`))
+				time.Sleep(250 * time.Millisecond)
+				c.Close()
+				flaps++
+			}
+			done <- flaps
+		}()
+	}
+	flaps := 0
+	for range tokens {
+		flaps += <-done
+	}
+	// Every flapper has left; read until the last leave.
+	diffs, bytes := 0, 0
+	deadline := time.Now().Add(run + 3*interval)
+	for time.Now().Before(deadline) {
+		_ = watcher.ws.SetReadDeadline(time.Now().Add(3 * interval)) // the last leave is out by then
+		_, data, err := watcher.ws.ReadMessage()
+		if err != nil {
+			break
+		}
+		diffs++
+		bytes += len(data)
+	}
+	// The first diff goes at once, then at most one per interval.
+	if max := int((run+3*interval)/interval) + 1; diffs > max {
+		t.Fatalf("%d flaps gave %d diffs, more than one per interval (%d)", flaps, diffs, max)
+	}
+	t.Logf("%d flaps of 10 clients in %s: %d presence_diff frames, %d bytes, to each watching socket (interval %s)", flaps, run, diffs, bytes, interval)
 }
