@@ -91,11 +91,16 @@ func cmdRooms(cfg config, args []string, stdout io.Writer) error {
 			return usagef("rooms members: want TOPIC, got %d argument(s)", len(args))
 		}
 		return roomMembers(cfg, args[0], stdout)
+	case "who":
+		if len(args) != 1 {
+			return usagef("rooms who: want TOPIC, got %d argument(s)", len(args))
+		}
+		return roomWho(cfg, args[0], stdout)
 	default:
-		return usagef("rooms: unknown subcommand %q (want grant, revoke or members)", sub)
+		return usagef("rooms: unknown subcommand %q (want grant, revoke, members or who)", sub)
 	}
 	if cfg.JSON {
-		return usagef("--json is only for rooms members")
+		return usagef("--json is only for rooms members and rooms who")
 	}
 	if len(args) != 2 {
 		return usagef("rooms %s: want TOPIC USER, got %d argument(s)", sub, len(args))
@@ -147,6 +152,43 @@ func roomMembers(cfg config, topic string, stdout io.Writer) error {
 	}
 	for _, m := range rep.Members {
 		fmt.Fprintln(stdout, m)
+	}
+	return nil
+}
+
+// roomWho prints who is in topic now, across every gateway
+// (proto.SubjectPresenceList): a user per line with the number of their
+// sockets in the room; --json prints Phoenix's presence state.
+func roomWho(cfg config, topic string, stdout io.Writer) error {
+	if _, err := proto.EncodeTopic(topic); err != nil {
+		return invalidf("topic %q: %v", topic, err)
+	}
+	c, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	var rep proto.PresenceListReply
+	if err := c.request("roomsvc", proto.SubjectPresenceList, proto.PresenceListRequest{Topic: topic}, &rep); err != nil {
+		return err
+	}
+	if rep.Error != "" {
+		return fmt.Errorf("roomsvc refused: %s", rep.Error)
+	}
+	if cfg.JSON {
+		st := rep.Presences
+		if st == nil {
+			st = proto.PresenceState{} // {} rather than null for scripts
+		}
+		out, err := proto.Marshal(st)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", out)
+		return nil
+	}
+	for _, user := range rep.Presences.SortedUsers() {
+		fmt.Fprintf(stdout, "%s %d\n", user, len(rep.Presences[user].Metas))
 	}
 	return nil
 }

@@ -38,6 +38,7 @@ Commands:
   rooms grant TOPIC USER      make USER a member of the private room TOPIC
   rooms revoke TOPIC USER     remove USER from the room TOPIC
   rooms members TOPIC         list the members of TOPIC, one per line (--json: a JSON array)
+  rooms who TOPIC             who is in TOPIC now (presence, every gateway): a user and their socket count per line (--json: Phoenix's presence state)
   publish TOPIC EVENT JSON    broadcast EVENT with the JSON object payload to every socket joined to TOPIC
                               (returns once the room stream stored it)
   token USER                  print a token for USER, signed by authsvc
@@ -111,7 +112,7 @@ func dispatch(cfg config, args []string, stdout io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	if cfg.JSON && cmd != "rooms" {
-		return usagef("--json is only for rooms members")
+		return usagef("--json is only for rooms members and rooms who")
 	}
 	if cfg.BanFor != 0 && cmd != "ban" {
 		return usagef("--for is only for ban")

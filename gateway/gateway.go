@@ -28,6 +28,7 @@ import (
 	"github.com/phxnats/phxnats/gateway/fanout"
 	"github.com/phxnats/phxnats/gateway/longpoll"
 	"github.com/phxnats/phxnats/gateway/metrics"
+	"github.com/phxnats/phxnats/gateway/presence"
 	"github.com/phxnats/phxnats/gateway/registry"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/gateway/ws"
@@ -40,6 +41,7 @@ type Gateway struct {
 	log        *slog.Logger
 	metrics    *metrics.Metrics
 	hub        *fanout.Hub
+	presence   *presence.Tracker
 	reg        *registry.Registry
 	sessionCfg session.Config
 	ws         *ws.Server
@@ -88,12 +90,20 @@ func New(opts Options) (*Gateway, error) {
 	if g.hub, err = fanout.New(fanout.Options{Conn: opts.Conn, Heartbeat: opts.RoomHeartbeat, Linger: opts.RoomLinger, Logger: g.log, Metrics: g.metrics}); err != nil {
 		return nil, err
 	}
-	if g.reg, err = registry.New(opts.Conn, g.log); err != nil {
+	if g.presence, err = presence.New(presence.Options{
+		Conn: opts.Conn, Name: opts.Name, Interval: opts.PresenceInterval, TTL: opts.PresenceTTL,
+		Heartbeat: opts.RoomHeartbeat, Timeout: opts.RequestTimeout, Logger: g.log,
+	}); err != nil {
 		g.hub.Close()
 		return nil, err
 	}
+	if g.reg, err = registry.New(opts.Conn, g.log); err != nil {
+		g.hub.Close()
+		g.presence.Close()
+		return nil, err
+	}
 	g.sessionCfg = session.Config{
-		Conn: opts.Conn, Rooms: g.hub, Registry: g.reg, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
+		Conn: opts.Conn, Rooms: g.hub, Registry: g.reg, Presence: g.presence, Metrics: g.metrics, Logger: g.log, Routes: opts.Routes,
 		Gateway: opts.Name, RequestTimeout: opts.RequestTimeout, MaxChannels: opts.MaxChannels,
 		RateLimit: opts.RateLimit, RateBurst: opts.RateBurst,
 		UserRateLimit: opts.UserRateLimit, UserRateBurst: opts.UserRateBurst,
@@ -199,5 +209,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.ws.Close()
 	}
 	g.hub.Close()
+	g.presence.Close()
 	return err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/phxnats/phxnats/gateway/fanout"
 	"github.com/phxnats/phxnats/gateway/longpoll"
+	"github.com/phxnats/phxnats/gateway/presence"
 	"github.com/phxnats/phxnats/gateway/session"
 	"github.com/phxnats/phxnats/proto"
 )
@@ -81,6 +82,15 @@ type Options struct {
 	RoomLinger time.Duration
 	// MaxChannels bounds the topics one socket joins (Phoenix's 100).
 	MaxChannels int
+	// PresenceInterval bounds the presence diffs and writes of one room
+	// on this gateway: at most one each per interval (Phoenix's
+	// broadcast_period); a leave, close or kick shows within it.
+	PresenceInterval time.Duration
+	// PresenceTTL is the life of this gateway's presence keys, rewritten
+	// every third of it: the presences of a gateway that died are gone
+	// from every other within PresenceTTL and one PresenceInterval. At
+	// least 1s, whole seconds.
+	PresenceTTL time.Duration
 	// RateLimit is the most frames per second one socket may send, with
 	// bursts of RateBurst (default RateLimit); frames over it get an error
 	// reply {"reason":"rate limit exceeded"}. Heartbeats are exempt. Off:
@@ -150,6 +160,10 @@ func DefaultOptions() Options {
 		RoomHeartbeat:  fanout.DefaultHeartbeat,
 		RoomLinger:     fanout.DefaultLinger,
 		MaxChannels:    100,
+		// Presence (issue 15): Phoenix's 1.5 s broadcast period; a dead
+		// gateway's presences gone within 12 s + 1.5 s.
+		PresenceInterval: presence.DefaultInterval,
+		PresenceTTL:      presence.DefaultTTL,
 		// A person chats at a message a second or less: 10 frames a
 		// second per socket, 20 per user (a few tabs), 50 per address (a
 		// few people behind one NAT) leave room for pastes and joins,
@@ -203,6 +217,8 @@ func (opts Options) withDefaults() Options {
 	setDefault(&opts.MaxChannels, d.MaxChannels)
 	setDefault(&opts.RoomHeartbeat, d.RoomHeartbeat)
 	setDefault(&opts.RoomLinger, d.RoomLinger)
+	setDefault(&opts.PresenceInterval, d.PresenceInterval)
+	setDefault(&opts.PresenceTTL, d.PresenceTTL)
 	setDefault(&opts.LongPollWindow, d.LongPollWindow)
 	rateDefault(&opts.RateLimit, &opts.RateBurst, d.RateLimit, d.RateBurst)
 	rateDefault(&opts.UserRateLimit, &opts.UserRateBurst, d.UserRateLimit, d.UserRateBurst)

@@ -33,7 +33,7 @@ const (
 	// the reply is a FeedReply.
 	SubjectFeedCreate = "phx.rooms.feed.create"
 	// SubjectFeedDelete: request/reply, queue QueueRooms. A FeedRequest
-	// (only the key counts); the reply is a FeedReply, Error empty once the
+	// (only the key and stream count); the reply is a FeedReply, Error empty once the
 	// consumer is gone.
 	SubjectFeedDelete = "phx.rooms.feed.delete"
 	// FeedSubjectPrefix starts every feed's deliver subject; gateways
@@ -49,8 +49,12 @@ const (
 	MaxFeedHeartbeat = 30 * time.Second
 )
 
-// FeedRequest asks for a consumer of RoomStream.
+// FeedRequest asks for a consumer of RoomStream (or of PresenceStream).
 type FeedRequest struct {
+	// Stream is the stream to read: RoomStream when empty, or
+	// PresenceStream (a gateway's reader of every presence). No other
+	// stream is served.
+	Stream string `json:"stream,omitempty"`
 	// Key is the requester's secret (NewInbox-like random text, 16 to 64
 	// characters of [A-Za-z0-9_-]); it names the consumer and its subject.
 	Key string `json:"key"`
@@ -74,6 +78,18 @@ type FeedReply struct {
 }
 
 var feedKey = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
+
+// feedStream returns the stream req asks for, or an error for one that is
+// not served.
+func feedStream(req FeedRequest) (string, error) {
+	switch req.Stream {
+	case "", RoomStream:
+		return RoomStream, nil
+	case PresenceStream:
+		return PresenceStream, nil
+	}
+	return "", fmt.Errorf("proto: no feed of stream %q", req.Stream)
+}
 
 // FeedName is the name of the consumer made for key: a hash of it.
 func FeedName(key string) string {
@@ -120,9 +136,13 @@ func CreateFeed(ctx context.Context, js jetstream.JetStream, req FeedRequest) Fe
 	if err != nil {
 		return FeedReply{Error: err.Error()}
 	}
-	cons, err := js.CreatePushConsumer(ctx, RoomStream, cfg)
+	stream, err := feedStream(req)
 	if err != nil {
-		return FeedReply{Error: fmt.Sprintf("consumer of %s: %v", RoomStream, err)}
+		return FeedReply{Error: err.Error()}
+	}
+	cons, err := js.CreatePushConsumer(ctx, stream, cfg)
+	if err != nil {
+		return FeedReply{Error: fmt.Sprintf("consumer of %s: %v", stream, err)}
 	}
 	info := cons.CachedInfo()
 	// The server starts at the stream's first message when the one asked
@@ -130,13 +150,24 @@ func CreateFeed(ctx context.Context, js jetstream.JetStream, req FeedRequest) Fe
 	return FeedReply{Consumer: info.Name, Subject: cfg.DeliverSubject, FirstSeq: max(info.Delivered.Stream+1, cfg.OptStartSeq)}
 }
 
-// DeleteFeed removes the consumer made for key; one already gone is not an
-// error.
+// DeleteFeed removes the consumer of RoomStream made for key; one already
+// gone is not an error.
 func DeleteFeed(ctx context.Context, js jetstream.JetStream, key string) FeedReply {
+	return DeleteStreamFeed(ctx, js, FeedRequest{Key: key})
+}
+
+// DeleteStreamFeed removes the consumer made for req.Key of req.Stream;
+// one already gone is not an error.
+func DeleteStreamFeed(ctx context.Context, js jetstream.JetStream, req FeedRequest) FeedReply {
+	key := req.Key
 	if !feedKey.MatchString(key) {
 		return FeedReply{Error: "proto: bad feed key"}
 	}
-	err := js.DeleteConsumer(ctx, RoomStream, FeedName(key))
+	stream, err := feedStream(req)
+	if err != nil {
+		return FeedReply{Error: err.Error()}
+	}
+	err = js.DeleteConsumer(ctx, stream, FeedName(key))
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return FeedReply{Error: err.Error()}
 	}
@@ -160,6 +191,6 @@ func FeedHandlers(js jetstream.JetStream, timeout time.Duration, log *slog.Logge
 	}
 	return map[string]nats.MsgHandler{
 		SubjectFeedCreate: handle(func(ctx context.Context, req FeedRequest) FeedReply { return CreateFeed(ctx, js, req) }),
-		SubjectFeedDelete: handle(func(ctx context.Context, req FeedRequest) FeedReply { return DeleteFeed(ctx, js, req.Key) }),
+		SubjectFeedDelete: handle(func(ctx context.Context, req FeedRequest) FeedReply { return DeleteStreamFeed(ctx, js, req) }),
 	}
 }

@@ -58,4 +58,14 @@ func TestFeed(t *testing.T) {
 	if del := DeleteFeed(ctx, js, key); del.Error != "" {
 		t.Fatalf("deleting a feed already gone: %s", del.Error)
 	}
+	// Only the room and presence streams are served: a gateway must not
+	// read anything else (ignore lists, bans).
+	for _, stream := range []string{"KV_phx_user_ignores", "KV_phx_user_bans", "OTHER"} {
+		if rep := CreateFeed(ctx, js, FeedRequest{Stream: stream, Key: key, StartSeq: 1, Heartbeat: time.Second}); rep.Error == "" {
+			t.Errorf("a feed of %s was made", stream)
+		}
+		if rep := DeleteStreamFeed(ctx, js, FeedRequest{Stream: stream, Key: key}); rep.Error == "" {
+			t.Errorf("a feed of %s was deleted", stream)
+		}
+	}
 }

@@ -25,6 +25,12 @@ const (
 	// room (not to that user's own sockets); the OptIn of roomsvc's
 	// announcements.
 	JoinJoins = "joins"
+	// JoinPresence: Phoenix Presence on the channel (phoenix.js's
+	// Presence class): right after the join reply a presence_state push
+	// with the room's presences, then presence_diff broadcasts
+	// {"joins": {...}, "leaves": {...}}; a logged-in socket is tracked
+	// under its user id with one meta per socket (see PresenceBucket).
+	JoinPresence = "presence"
 )
 
 // MaxJoinFlags bounds the join parameters asked for with true that

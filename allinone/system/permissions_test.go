@@ -387,6 +387,23 @@ func TestPermissionsLeastPrivilege(t *testing.T) {
 	alice.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"hello"}]`)
 	anon.expectSkippingJoins(`[null,null,"rooms:lobby","new_msg",{"body":"hello"}]`)
 
+	// Presence: the gateway writes its key and snapshots the room (stream
+	// info, direct get), roomsvc makes its feed of the bucket, the
+	// operator lists the room.
+	carol := dial(t, srv.URL, url.Values{"token": {devToken(t, srv.URL, "carol")}})
+	carol.joinWith("rooms:lobby", "1", `{"presence":true}`)
+	carol.expectState("rooms:lobby", "1", map[string]int{"carol": 1})
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		var list proto.PresenceListReply
+		requestJSON(t, onc, proto.SubjectPresenceList, proto.PresenceListRequest{Topic: "rooms:lobby"}, &list)
+		if list.Error != "" || time.Since(start) > 3*time.Second {
+			t.Fatalf("presence list as operator: %+v", list)
+		}
+		if _, ok := list.Presences["carol"]; ok {
+			break
+		}
+	}
+
 	// A private room: refused, granted by the operator, then joined.
 	alice.send(`["3","3","rooms:ops","phx_join",{}]`)
 	alice.expectSkippingJoins(`["3","3","rooms:ops","phx_reply",{"response":{"reason":"unauthorized"},"status":"error"}]`)

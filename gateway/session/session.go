@@ -50,6 +50,9 @@ type Config struct {
 	Routes  []Route
 	// Registry, when not nil, tracks every session from New to End.
 	Registry Registry
+	// Presence, when not nil, serves channels joined with
+	// proto.JoinPresence (presence.go).
+	Presence Presence
 	// Gateway names this gateway in requests to services, and starts the
 	// id of each of its connections.
 	Gateway string
@@ -119,7 +122,10 @@ type Session struct {
 	// confirmed (proto.Reply.Confirm), to ask again after a NATS
 	// reconnect (Reconfirm); nil for most sockets.
 	confirmed map[string]string
-	closed    bool
+	// presence holds the topics handed to cfg.Presence (presence.go);
+	// nil for most sockets.
+	presence map[string]struct{}
+	closed   bool
 }
 
 // New creates the session of a socket authenticated as userID ("" for
@@ -233,6 +239,7 @@ func (s *Session) End() {
 	for _, t := range topics {
 		s.cfg.Rooms.Leave(t, s)
 	}
+	s.presenceEnd()
 	if s.cfg.Registry != nil {
 		s.cfg.Registry.Remove(s)
 	}
@@ -272,10 +279,12 @@ func (s *Session) end(topic string, enc func([]byte, string, string) ([]byte, bo
 	if !ok {
 		if joining {
 			s.cfg.Rooms.Leave(topic, s) // it may be in the room already
+			s.presenceLeave(topic)
 		}
 		return joining
 	}
 	s.cfg.Rooms.Leave(topic, s)
+	s.presenceLeave(topic)
 	s.control(joinRef, topic, enc)
 	return true
 }
@@ -349,6 +358,7 @@ func (s *Session) join(m wire.Message) {
 		delete(s.channels, m.Topic)
 		s.mu.Unlock()
 		s.cfg.Rooms.Leave(m.Topic, s)
+		s.presenceLeave(m.Topic)
 		s.cfg.Metrics.Joins.WithLabelValues(rep.Status).Inc()
 		s.reply(m.JoinRef, m.Ref, m.Topic, rep)
 		if rejoin {
@@ -395,7 +405,11 @@ func (s *Session) join(m wire.Message) {
 			enc = s.ser.AppendClose
 		}
 		s.control(joinRef, m.Topic, enc)
+		s.presenceLeave(m.Topic)
+		return
 	}
+	// After the reply (and the old channel's phx_close): presence_state.
+	s.presenceJoin(m, joinRef)
 }
 
 // forgetJoining ends topic's joining state. s.mu is held.
@@ -423,6 +437,7 @@ func (s *Session) leave(m wire.Message) {
 	delete(s.channels, m.Topic)
 	s.mu.Unlock()
 	s.cfg.Rooms.Leave(m.Topic, s)
+	s.presenceLeave(m.Topic)
 	s.reply(m.JoinRef, m.Ref, m.Topic, proto.OK(nil))
 	s.control(joinRef, m.Topic, s.ser.AppendClose)
 }

@@ -86,6 +86,7 @@ func Start(opts Options) (*Service, error) {
 		proto.SubjectMembersGrant:          s.handleMembership,
 		proto.SubjectMembersRevoke:         s.handleMembership,
 		proto.SubjectMembersList:           s.handleMembership,
+		proto.SubjectPresenceList:          s.handlePresenceList,
 	}
 	// Gateways may not create consumers of the room stream themselves
 	// (proto.SubjectFeedCreate says why): roomsvc makes them their feeds.

@@ -91,6 +91,9 @@ type StoreOptions struct {
 	// DefaultMembersMaxBytes and DefaultIgnoresMaxBytes.
 	MembersMaxBytes int64
 	IgnoresMaxBytes int64
+	// PresenceMaxBytes bounds proto.PresenceBucket; default
+	// DefaultPresenceMaxBytes.
+	PresenceMaxBytes int64
 	// MemberCacheSize bounds the cache of memberships that private-room
 	// pushes are checked against; default DefaultMemberCacheSize.
 	MemberCacheSize int
@@ -117,6 +120,9 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	if opts.IgnoresMaxBytes <= 0 {
 		opts.IgnoresMaxBytes = DefaultIgnoresMaxBytes
 	}
+	if opts.PresenceMaxBytes <= 0 {
+		opts.PresenceMaxBytes = DefaultPresenceMaxBytes
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       opts.Bucket,
 		Description:  "private room memberships: key <room>.<user>",
@@ -138,6 +144,9 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts StoreOptions) (
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rooms: open KV bucket %q: %w", opts.IgnoreBucket, err)
+	}
+	if err := openPresence(ctx, js, opts); err != nil {
+		return nil, err
 	}
 	opts.Stream.Replicas = opts.Replicas
 	if _, err := proto.EnsureRoomStream(ctx, js, opts.Stream); err != nil {

@@ -1,0 +1,773 @@
+// Package presence is Phoenix Presence across every gateway: who is in a
+// room, one meta per socket, for the unmodified phoenix.js Presence class.
+//
+// A Tracker serves the channels of its gateway joined with
+// proto.JoinPresence. It keeps the presences of its own sockets per room
+// and writes them into the KV bucket proto.PresenceBucket under its own
+// key per room (proto.PresenceKey, its instance drawn at start), at most
+// once per Interval while they change, and again every TTL/3 with a TTL,
+// so that the keys of a gateway that died expire. It reads the bucket's
+// stream with one consumer for all rooms (made by roomsvc, as the room
+// feed is), keeps for each room with a local presence channel the state
+// of every other gateway, and at most once per Interval computes the
+// Phoenix diff of the merged state against what its channels were last
+// told: one presence_diff, encoded once per serializer, for all of them.
+// A channel that joins gets presence_state, the state its channels were
+// last told, so that every later diff applies to it exactly.
+package presence
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phxnats/phxnats/gateway/session"
+	"github.com/phxnats/phxnats/gateway/wire"
+	"github.com/phxnats/phxnats/proto"
+)
+
+// Defaults of Options.
+const (
+	// DefaultInterval is Phoenix's tracker broadcast_period.
+	DefaultInterval = 1500 * time.Millisecond
+	// DefaultTTL bounds how long the presences of a gateway that died
+	// outlive it: at most TTL, then the next Interval.
+	DefaultTTL = 12 * time.Second
+	// DefaultHeartbeat is the presence consumer's idle heartbeat.
+	DefaultHeartbeat = 2 * time.Second
+	// DefaultTimeout bounds each NATS request of the tracker.
+	DefaultTimeout = 5 * time.Second
+)
+
+// Options configure a Tracker.
+type Options struct {
+	// Conn is the NATS connection; required.
+	Conn *nats.Conn
+	// Name is the gateway's name; the tracker's instance is Name and a
+	// random suffix, new for every process.
+	Name string
+	// Interval bounds the diffs and the writes of one room on this
+	// gateway: at most one each per Interval (the first change after a
+	// quiet Interval goes out at once). Default DefaultInterval.
+	Interval time.Duration
+	// TTL is the life of this gateway's keys, rewritten every TTL/3; at
+	// least a second, whole seconds. Default DefaultTTL.
+	TTL time.Duration
+	// Heartbeat is the presence consumer's idle heartbeat (500ms-30s);
+	// one silent for two is replaced. Default DefaultHeartbeat.
+	Heartbeat time.Duration
+	// Timeout bounds each request (a room's snapshot, the consumer).
+	// Default DefaultTimeout.
+	Timeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Tracker is one gateway's presence (see the package comment). It
+// implements session.Presence.
+type Tracker struct {
+	opts     Options
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	instance string
+	// maxValue bounds the value of one key: a room's local presences.
+	maxValue int
+
+	mu     sync.Mutex
+	rooms  map[string]*room
+	feed   *feed
+	closed bool
+	done   chan struct{}
+}
+
+// room is one topic with local presence channels.
+type room struct {
+	topic string
+	key   string // this gateway's key
+	ready chan struct{}
+	err   error // set before ready is closed when the snapshot failed
+
+	mu       sync.Mutex
+	channels map[*session.Session]*channel
+	remote   map[string]*remoteKey // other gateways' keys, by instance
+	shown    proto.PresenceState   // what the channels were last told
+	state    []byte                // shown encoded; nil until needed
+	// viewDirty: the merged state may differ from shown; localDirty: this
+	// gateway's key must be written.
+	viewDirty, localDirty bool
+	written               bool // the key holds presences
+	localBytes            int  // estimate of the key's value
+	lastFlush             time.Time
+	timer                 *time.Timer
+	gone                  bool
+}
+
+// channel is one local presence channel.
+type channel struct {
+	tr      session.Transport
+	ser     wire.Serializer
+	joinRef string
+	user    string
+	meta    *proto.Meta // nil: not tracked (anonymous, or the value full)
+	ready   bool        // has its presence_state
+}
+
+// remoteKey is another gateway's key of a room.
+type remoteKey struct {
+	seq   uint64
+	state proto.PresenceState // nil: deleted
+	raw   []byte
+	at    time.Time
+}
+
+// New creates a Tracker. It starts reading the bucket at the first Join.
+func New(opts Options) (*Tracker, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("presence: Options.Conn is required")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultInterval
+	}
+	if opts.TTL == 0 {
+		opts.TTL = DefaultTTL
+	}
+	if opts.TTL < time.Second {
+		return nil, fmt.Errorf("presence: TTL %s: must be at least 1s", opts.TTL)
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Heartbeat < proto.MinFeedHeartbeat || opts.Heartbeat > proto.MaxFeedHeartbeat {
+		return nil, fmt.Errorf("presence: heartbeat %s: must be within %s-%s", opts.Heartbeat, proto.MinFeedHeartbeat, proto.MaxFeedHeartbeat)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	js, err := jetstream.New(opts.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	suffix := make([]byte, 6)
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = "gateway"
+	}
+	t := &Tracker{
+		opts: opts, nc: opts.Conn, js: js, log: opts.Logger,
+		instance: name + "-" + hex.EncodeToString(suffix),
+		maxValue: int(min(opts.Conn.MaxPayload(), proto.RoomStreamMaxMsgSize)) - 4096,
+		rooms:    make(map[string]*room),
+		done:     make(chan struct{}),
+	}
+	go t.refresh()
+	go t.watchReconnects(opts.Conn.StatusChanged(nats.CONNECTED, nats.CLOSED))
+	return t, nil
+}
+
+// Instance is this tracker's instance: the second part of its keys.
+func (t *Tracker) Instance() string { return t.instance }
+
+// metaBytes is what one tracked socket of user adds to a key's value, at
+// most (escapes and all).
+func metaBytes(user string) int { return 2*len(user) + 128 }
+
+// Join gives the channel presence_state and from then on presence_diff,
+// and tracks the socket unless it is anonymous (session.Presence).
+func (t *Tracker) Join(topic, joinRef string, s *session.Session) {
+	for attempt := 0; attempt < 3; attempt++ {
+		r, err := t.follow(topic)
+		if err != nil {
+			t.log.Warn("presence unavailable; the channel rejoins", "topic", topic, "err", err)
+			s.ChannelError(topic)
+			return
+		}
+		if t.join(r, joinRef, s) {
+			return
+		}
+	}
+}
+
+// join adds the channel to r; false when r was dropped meanwhile.
+func (t *Tracker) join(r *room, joinRef string, s *session.Session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone {
+		return false
+	}
+	c := r.channels[s]
+	if c == nil {
+		c = &channel{tr: s.Transport(), ser: s.Serializer(), user: s.UserID()}
+		r.channels[s] = c
+	}
+	c.joinRef, c.ready = joinRef, false
+	if c.user != "" && c.meta == nil {
+		if n := metaBytes(c.user); r.localBytes+n <= t.maxValue {
+			c.meta = &proto.Meta{PhxRef: proto.NewPresenceRef(), OnlineAt: proto.OnlineAt(time.Now())}
+			r.localBytes += n
+			r.localDirty, r.viewDirty = true, true
+		} else {
+			t.log.Warn("presence: room full on this gateway; the socket sees presence but is not tracked", "topic", r.topic, "user", c.user)
+		}
+	}
+	if ref, ok := s.Joined(r.topic); !ok || ref != joinRef {
+		t.removeLocked(r, s) // kicked or left meanwhile
+		return true
+	}
+	// The others learn of this one (now, or within Interval) before it
+	// gets the state they were told, so every later diff applies to it.
+	t.maybeFlushLocked(r)
+	data, bin, err := c.ser.AppendPush(nil, joinRef, r.topic, proto.PresenceStateEvent, r.stateFor(c), false)
+	if err != nil {
+		t.log.Error("encode presence_state", "topic", r.topic, "err", err)
+		return true
+	}
+	c.tr.Deliver(session.Frame{Data: data, Binary: bin})
+	c.ready = true
+	return true
+}
+
+// Leave ends the channel's presence (session.Presence).
+func (t *Tracker) Leave(topic string, s *session.Session) {
+	t.mu.Lock()
+	r := t.rooms[topic]
+	t.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.removeLocked(r, s)
+}
+
+// removeLocked takes s's channel out of r. r.mu is held.
+func (t *Tracker) removeLocked(r *room, s *session.Session) {
+	c := r.channels[s]
+	if c == nil || r.gone {
+		return
+	}
+	delete(r.channels, s)
+	if c.meta != nil {
+		r.localBytes -= metaBytes(c.user)
+		r.localDirty, r.viewDirty = true, true
+	}
+	if len(r.channels) == 0 {
+		t.dropLocked(r)
+		return
+	}
+	t.maybeFlushLocked(r)
+}
+
+// dropLocked stops following r, whose last channel left, and deletes this
+// gateway's key of it. r.mu is held.
+func (t *Tracker) dropLocked(r *room) {
+	r.gone = true
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	if r.written {
+		t.purge(r.key)
+		r.written = false
+	}
+	t.mu.Lock()
+	if t.rooms[r.topic] == r {
+		delete(t.rooms, r.topic)
+	}
+	t.mu.Unlock()
+}
+
+// follow returns topic's room once it holds the state of every gateway,
+// snapshotting it when it is new.
+func (t *Tracker) follow(topic string) (*room, error) {
+	key, err := proto.PresenceKey(topic, t.instance)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, errors.New("presence: tracker closed")
+	}
+	r := t.rooms[topic]
+	if r != nil {
+		t.mu.Unlock()
+		select {
+		case <-r.ready:
+			return r, r.err
+		case <-time.After(t.opts.Timeout):
+			return nil, errors.New("presence: snapshot timed out")
+		}
+	}
+	r = &room{topic: topic, key: key, ready: make(chan struct{}), channels: make(map[*session.Session]*channel),
+		remote: make(map[string]*remoteKey), shown: proto.PresenceState{}}
+	t.rooms[topic] = r
+	if t.feed == nil || t.feed.failed() {
+		t.feed = t.startFeed()
+	}
+	f := t.feed
+	t.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), t.opts.Timeout)
+	defer cancel()
+	err = f.wait(ctx)
+	if err == nil {
+		// Updates the feed delivers from now on are applied to r as they
+		// come (by sequence); the snapshot adds what came before.
+		var entries []proto.PresenceEntry
+		if entries, _, err = proto.LoadPresence(ctx, t.nc, topic, 0); err == nil {
+			r.mu.Lock()
+			t.mergeLocked(r, entries, 0)
+			r.shown = t.mergedLocked(r)
+			r.mu.Unlock()
+		}
+	}
+	if err != nil {
+		r.err = fmt.Errorf("presence: snapshot of %s: %w", topic, err)
+		t.mu.Lock()
+		if t.rooms[topic] == r {
+			delete(t.rooms, topic)
+		}
+		t.mu.Unlock()
+	}
+	close(r.ready)
+	return r, r.err
+}
+
+// mergeLocked applies a snapshot of r's keys: each key newer than what r
+// holds replaces it, and a key r holds at sequence dropBelow or lower that
+// the snapshot lacks is gone. r.mu is held.
+func (t *Tracker) mergeLocked(r *room, entries []proto.PresenceEntry, dropBelow uint64) {
+	seen := make(map[string]bool, len(entries))
+	now := time.Now()
+	for _, e := range entries {
+		if e.Instance == t.instance {
+			continue
+		}
+		seen[e.Instance] = true
+		t.applyLocked(r, e, nil, now)
+	}
+	for inst, k := range r.remote {
+		if !seen[inst] && k.seq <= dropBelow && k.state != nil {
+			k.state, k.raw = nil, nil
+			r.viewDirty = true
+		}
+	}
+}
+
+// applyLocked records another gateway's key of r when it is newer than
+// what r holds. r.mu is held.
+func (t *Tracker) applyLocked(r *room, e proto.PresenceEntry, raw []byte, now time.Time) {
+	k := r.remote[e.Instance]
+	if k != nil && k.seq >= e.Seq {
+		return
+	}
+	if k == nil {
+		k = &remoteKey{}
+		r.remote[e.Instance] = k
+	}
+	if raw == nil && e.State != nil {
+		raw, _ = proto.Marshal(e.State)
+	}
+	changed := (k.state == nil) != (e.State == nil) || !bytes.Equal(k.raw, raw)
+	k.seq, k.state, k.raw, k.at = e.Seq, e.State, raw, now
+	if changed {
+		r.viewDirty = true
+	}
+}
+
+// apply is the feed's delivery of one message of the presence stream.
+func (t *Tracker) apply(subject string, seq uint64, h nats.Header, data []byte) {
+	e, ok := proto.PresenceEntryOf(subject, h, data)
+	if !ok || e.Instance == t.instance {
+		return
+	}
+	topic, _, _ := proto.ParsePresenceKey(subject)
+	t.mu.Lock()
+	r := t.rooms[topic]
+	t.mu.Unlock()
+	if r == nil {
+		return // a room without local presence channels
+	}
+	e.Seq = seq
+	if e.State == nil {
+		data = nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone {
+		return
+	}
+	t.applyLocked(r, e, data, time.Now())
+	if isReady(r) {
+		t.maybeFlushLocked(r)
+	}
+}
+
+func isReady(r *room) bool {
+	select {
+	case <-r.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// localLocked is this gateway's presences in r. r.mu is held.
+func (r *room) localLocked() proto.PresenceState {
+	st := proto.PresenceState{}
+	for _, c := range r.channels {
+		if c.meta != nil {
+			p := st[c.user]
+			p.Metas = append(p.Metas, *c.meta)
+			st[c.user] = p
+		}
+	}
+	for _, p := range st {
+		sortMetas(p.Metas)
+	}
+	return st
+}
+
+// mergedLocked is r's state across every gateway: this one's presences,
+// then the others' in the order of their instances. r.mu is held.
+func (t *Tracker) mergedLocked(r *room) proto.PresenceState {
+	insts := make([]string, 0, len(r.remote))
+	for inst, k := range r.remote {
+		if k.state != nil {
+			insts = append(insts, inst)
+		}
+	}
+	slices.Sort(insts)
+	states := make([]proto.PresenceState, 0, len(insts)+1)
+	states = append(states, r.localLocked())
+	for _, inst := range insts {
+		states = append(states, r.remote[inst].state)
+	}
+	return proto.MergePresence(states...)
+}
+
+// stateLocked is shown, encoded. r.mu is held.
+func (r *room) stateLocked() []byte {
+	if r.state == nil {
+		r.state, _ = proto.Marshal(r.shown)
+	}
+	return r.state
+}
+
+// stateFor is the presence_state of channel c: shown, with c's own meta
+// when the others have not been told of it yet (a join within Interval of
+// the last flush), as Phoenix lists a socket's own presence to it at once.
+// The diff that later tells the others holds it again, which phoenix.js
+// applies as a no-op (a join of a phx_ref it has). r.mu is held.
+func (r *room) stateFor(c *channel) []byte {
+	base := r.stateLocked()
+	if c.meta == nil {
+		return base
+	}
+	cur, ok := r.shown[c.user]
+	if slices.ContainsFunc(cur.Metas, func(m proto.Meta) bool { return m.PhxRef == c.meta.PhxRef }) {
+		return base
+	}
+	if ok { // rare: another socket of the user is shown
+		st := maps.Clone(r.shown)
+		st[c.user] = proto.Presence{Metas: append(slices.Clip(cur.Metas), *c.meta)}
+		data, _ := proto.Marshal(st)
+		return data
+	}
+	// Most joins: the user's entry spliced in front of the shared state.
+	entry, _ := proto.Marshal(proto.PresenceState{c.user: {Metas: []proto.Meta{*c.meta}}})
+	out := make([]byte, 0, len(entry)+len(base))
+	out = append(out, entry[:len(entry)-1]...)
+	if len(base) > 2 {
+		out = append(append(out, ','), base[1:]...)
+	} else {
+		out = append(out, '}')
+	}
+	return out
+}
+
+// maybeFlushLocked flushes r now if its last flush is an Interval ago,
+// else once it is. r.mu is held.
+func (t *Tracker) maybeFlushLocked(r *room) {
+	if !r.viewDirty && !r.localDirty || r.gone {
+		return
+	}
+	wait := time.Until(r.lastFlush.Add(t.opts.Interval))
+	if wait <= 0 {
+		t.flushLocked(r)
+		return
+	}
+	if r.timer == nil {
+		r.timer = time.AfterFunc(wait, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.timer = nil
+			if !r.gone {
+				t.flushLocked(r)
+			}
+		})
+	}
+}
+
+// flushLocked writes this gateway's key of r if it changed, and sends
+// the room's channels the diff since they were last told. r.mu is held.
+func (t *Tracker) flushLocked(r *room) {
+	r.lastFlush = time.Now()
+	if r.localDirty {
+		r.localDirty = false
+		t.writeLocked(r)
+	}
+	if !r.viewDirty {
+		return
+	}
+	r.viewDirty = false
+	next := t.mergedLocked(r)
+	d := Diff(r.shown, next)
+	r.shown, r.state = next, nil
+	if Empty(d) {
+		return
+	}
+	payload, err := proto.Marshal(d)
+	if err != nil {
+		t.log.Error("encode presence_diff", "topic", r.topic, "err", err)
+		return
+	}
+	// Encoded once per serializer for all the room's channels.
+	var cache [4]struct {
+		ser wire.Serializer
+		f   session.Frame
+	}
+	for _, c := range r.channels {
+		if !c.ready {
+			continue
+		}
+		var f session.Frame
+		found := false
+		for i := range cache {
+			if cache[i].ser == c.ser {
+				f, found = cache[i].f, true
+				break
+			}
+		}
+		if !found {
+			data, bin, err := c.ser.AppendBroadcast(nil, r.topic, proto.PresenceDiffEvent, payload, false)
+			if err != nil {
+				continue
+			}
+			f = session.Frame{Data: data, Binary: bin}
+			for i := range cache {
+				if cache[i].ser == nil {
+					cache[i].ser, cache[i].f = c.ser, f
+					break
+				}
+			}
+		}
+		c.tr.Deliver(f)
+	}
+}
+
+// writeLocked writes this gateway's presences in r into its key, or
+// deletes the key when there are none. r.mu is held, so that writes of
+// one key leave in order.
+func (t *Tracker) writeLocked(r *room) {
+	local := r.localLocked()
+	if len(local) == 0 {
+		if r.written {
+			t.purge(r.key)
+			r.written = false
+		}
+		return
+	}
+	data, err := proto.Marshal(local)
+	if err != nil {
+		return
+	}
+	r.written = true
+	t.publish(r, &nats.Msg{Subject: proto.PresenceSubjectPrefix + r.key, Data: data, Header: nats.Header{}}, t.opts.TTL)
+}
+
+// purge deletes key, leaving a marker for PresenceMarkerTTL.
+func (t *Tracker) purge(key string) {
+	m := &nats.Msg{Subject: proto.PresenceSubjectPrefix + key, Header: nats.Header{}}
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	t.publish(nil, m, proto.PresenceMarkerTTL)
+}
+
+// publish stores m in the bucket without waiting; a write that fails is
+// written again (r's key) at the next flush or refresh.
+func (t *Tracker) publish(r *room, m *nats.Msg, ttl time.Duration) {
+	fut, err := t.js.PublishMsgAsync(m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectStream(proto.PresenceStream))
+	if err != nil {
+		t.writeFailed(r, err)
+		return
+	}
+	go func() {
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			t.writeFailed(r, err)
+		}
+	}()
+}
+
+func (t *Tracker) writeFailed(r *room, err error) {
+	t.log.Warn("presence write failed", "err", err)
+	if r == nil {
+		return
+	}
+	go func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !r.gone {
+			r.localDirty = true
+			t.maybeFlushLocked(r)
+		}
+	}()
+}
+
+// snapshotRooms returns the rooms followed now.
+func (t *Tracker) snapshotRooms() []*room {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rooms := make([]*room, 0, len(t.rooms))
+	for _, r := range t.rooms {
+		rooms = append(rooms, r)
+	}
+	return rooms
+}
+
+// refresh rewrites every key of this gateway every TTL/3, so that they
+// stay alive, and forgets old deletions.
+func (t *Tracker) refresh() {
+	tick := time.NewTicker(t.opts.TTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+		}
+		t.rewriteAll()
+	}
+}
+
+// rewriteAll writes every key of this gateway again.
+func (t *Tracker) rewriteAll() {
+	now := time.Now()
+	for _, r := range t.snapshotRooms() {
+		r.mu.Lock()
+		if !r.gone && r.written {
+			t.writeLocked(r)
+		}
+		for inst, k := range r.remote {
+			if k.state == nil && now.Sub(k.at) > proto.PresenceMarkerTTL {
+				delete(r.remote, inst)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// watchReconnects, after a NATS reconnect, rewrites this gateway's keys
+// (they may have expired meanwhile) and has the feed start again.
+func (t *Tracker) watchReconnects(events chan nats.Status) {
+	for st := range events {
+		if st == nats.CLOSED {
+			return
+		}
+		t.rewriteAll()
+		t.mu.Lock()
+		f := t.feed
+		t.mu.Unlock()
+		if f != nil {
+			f.doubt()
+		}
+	}
+}
+
+// resync brings every room up to date after the feed was replaced by one
+// that starts after stream sequence last: each room's keys as of last,
+// then what the feed delivers.
+func (t *Tracker) resync(last uint64) {
+	for _, r := range t.snapshotRooms() {
+		if !isReady(r) || r.err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), t.opts.Timeout)
+		entries, _, err := proto.LoadPresence(ctx, t.nc, r.topic, last)
+		cancel()
+		if err != nil {
+			t.log.Warn("presence resync failed; the room's channels rejoin", "topic", r.topic, "err", err)
+			t.fail(r)
+			continue
+		}
+		r.mu.Lock()
+		if !r.gone {
+			t.mergeLocked(r, entries, last)
+			t.maybeFlushLocked(r)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// fail ends every channel of r with phx_error (phoenix.js rejoins, and
+// gets a fresh presence_state).
+func (t *Tracker) fail(r *room) {
+	r.mu.Lock()
+	var sessions []*session.Session
+	for s := range r.channels {
+		sessions = append(sessions, s)
+	}
+	r.mu.Unlock()
+	for _, s := range sessions {
+		s.ChannelError(r.topic)
+	}
+}
+
+// Close deletes this gateway's keys and stops reading. Channels still
+// joined get nothing more.
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	close(t.done)
+	f := t.feed
+	t.feed = nil
+	t.mu.Unlock()
+	for _, r := range t.snapshotRooms() {
+		r.mu.Lock()
+		if !r.gone {
+			t.dropLocked(r)
+		}
+		r.mu.Unlock()
+	}
+	select {
+	case <-t.js.PublishAsyncComplete():
+	case <-time.After(t.opts.Timeout):
+	}
+	if f != nil {
+		f.stop()
+	}
+}
