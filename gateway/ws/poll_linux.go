@@ -207,7 +207,7 @@ func (p *poller) work() {
 // readPolledSafe is readPolled for a worker: a panic ends the socket
 // (1011), not the worker and its other sockets.
 func (c *conn) readPolledSafe(buf []byte) {
-	defer c.recoverPanic("poller", func() { c.endPolled(ClosePanic, "internal error") })
+	defer c.recoverPanic("poller", func() { c.endPolled(ClosePanic, "internal error", false) })
 	c.readPolled(buf)
 }
 
@@ -226,7 +226,7 @@ func (c *conn) readPolled(buf []byte) {
 	switch {
 	case err == syscall.EAGAIN:
 	case err != nil || n == 0:
-		c.endPolled(0, "")
+		c.endPolled(0, "", false)
 		return
 	case rd.partial != nil:
 		data := append(rd.partial, buf[:n]...)
@@ -246,7 +246,7 @@ func (c *conn) rearm() {
 	rd := c.rd
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(rd.id), Pad: int32(rd.id >> 32)}
 	if syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_MOD, rd.fd, &ev) != nil {
-		c.endPolled(0, "")
+		c.endPolled(0, "", false)
 	}
 }
 
@@ -270,13 +270,13 @@ func (c *conn) consume(data []byte, owned bool) bool {
 		case framePing:
 			_ = c.onPing(string(r.data))
 		case frameClose:
-			c.endPolled(r.code, "")
+			c.endPolled(r.code, "", false)
 			return false
 		case frameError:
 			if r.code == wsframe.CloseMessageTooBig {
 				c.srv.cfg.Logger.Info("frame over the size limit, closing socket", "limit", c.srv.cfg.MaxFrameSize)
 			}
-			c.endPolled(r.code, r.text)
+			c.endPolled(r.code, r.text, true)
 			return false
 		}
 	}
@@ -311,7 +311,7 @@ func (c *conn) holdPolled() bool {
 	}
 	if !c.srv.hold(d) {
 		c.overBudget()
-		c.endPolled(CloseOverBudget, "gateway busy")
+		c.endPolled(CloseOverBudget, "gateway busy", true)
 		return false
 	}
 	rd.held = n
@@ -321,7 +321,7 @@ func (c *conn) holdPolled() bool {
 // endPolled takes the socket out of its poller, then, off the caller's
 // goroutine (a worker must not wait on a client or on the rooms), answers
 // with a close frame when code is not 0 and ends the socket.
-func (c *conn) endPolled(code int, text string) {
+func (c *conn) endPolled(code int, text string, fault bool) {
 	rd := c.rd
 	_ = syscall.EpollCtl(rd.p.epfd, syscall.EPOLL_CTL_DEL, rd.fd, nil)
 	rd.p.mu.Lock()
@@ -331,8 +331,8 @@ func (c *conn) endPolled(code int, text string) {
 	c.srv.hold(-rd.held)
 	rd.held = 0
 	go func() {
-		if code != 0 {
-			c.replyClose(code, text)
+		if code != 0 && c.replyClose(code, text) && fault {
+			c.linger() // the client may be sending still
 		}
 		c.end(rd.stopIdle)
 	}()
