@@ -330,7 +330,6 @@ async function main() {
     throw new Error("page d: shows a message the room no longer keeps");
   }
   check("page d, resuming past the room's retention, says some messages could not be recovered");
-  proxy.close();
 
   if (pageErrors.length) throw new Error(`errors in the pages:\n  ${pageErrors.join("\n  ")}`);
   check("no script errors in the pages");
@@ -341,6 +340,7 @@ async function main() {
     check(`screenshot of page ${name}: ${file}`);
   }
   await closeBrowser();
+  proxy.close();
   clearTimeout(hardTimer);
   console.log("browser chat: all checks passed");
 }
