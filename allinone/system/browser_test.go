@@ -12,11 +12,17 @@ import (
 // chromiumPath is Debian's chromium, which `make test` installs (browser-deps).
 const chromiumPath = "/usr/bin/chromium"
 
+// browserHistoryMsgs is how many messages a room keeps for history in
+// TestBrowserChat (browser.mjs counts on it).
+const browserHistoryMsgs = 12
+
 // TestBrowserChat runs e2e/browser.mjs: two chat pages in a real headless
-// Chromium talk through a whole system, and a third is refused a private
-// room. `make test` installs Chromium and playwright-core first; without them
-// this test fails and says so. Screenshots go to $PHX_ARTIFACTS if set, else
-// to a temporary folder.
+// Chromium show the room's history and talk through a whole system, a third
+// is refused a private room, and a fourth resumes after its connection was
+// cut, with every message it missed, then past the room's retention, saying
+// it lost some. `make test` installs Chromium and playwright-core first;
+// without them this test fails and says so. Screenshots go to
+// $PHX_ARTIFACTS if set, else to a temporary folder.
 func TestBrowserChat(t *testing.T) {
 	e2e := filepath.Join(repoRoot, "e2e")
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -35,7 +41,9 @@ func TestBrowserChat(t *testing.T) {
 	} else if out, err = filepath.Abs(out); err != nil {
 		t.Fatal(err)
 	}
-	s := startSystem(t, nil)
+	// browser.mjs resumes a page past the room's retention: 12 messages
+	// per room, which the page's history before that stays within.
+	s := startSystem(t, func(c *Config) { c.Store.History.MaxMsgsPerRoom = browserHistoryMsgs })
 
 	// browser.mjs stops itself after 60 s; past 2 minutes, interrupt it (so
 	// playwright closes Chromium), then kill it 10 s later.

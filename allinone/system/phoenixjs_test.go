@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// e2ePublicPrefix starts the topics of the public rooms the Node tests may
+// create, one per test.
+const e2ePublicPrefix = "rooms:e2e-"
+
 // TestPhoenixJS runs the Node test files in e2e/ with the official phoenix.js
 // client against a whole system. `make test` installs their npm packages
 // first; without them this test fails and says so.
@@ -20,7 +24,13 @@ func TestPhoenixJS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node is required for the phoenix.js tests: %v", err)
 	}
-	s := startSystem(t, noLimits) // its throughput tests send hundreds of messages a second
+	// Its throughput tests send hundreds of messages a second; its history
+	// tests need rooms of their own, as empty as a new room (rooms:lobby is
+	// shared by every test file): PHX_PUBLIC_PREFIX names them.
+	s := startSystem(t, func(c *Config) {
+		noLimits(c)
+		c.Rooms.PublicTopics = []string{e2ePublicPrefix + "*"}
+	})
 	grant(t, natsConn(t, s), "rooms:ops", "alice")
 
 	files, err := filepath.Glob(filepath.Join(e2e, "*.test.mjs"))
@@ -38,6 +48,7 @@ func TestPhoenixJS(t *testing.T) {
 		"PHX_NATS_URL="+s.NATSURL(),
 		"PHX_MEMBER=alice",
 		"PHX_PRIVATE_ROOM=rooms:ops",
+		"PHX_PUBLIC_PREFIX="+e2ePublicPrefix,
 	)
 	done := make(chan struct{})
 	var out []byte

@@ -26,13 +26,18 @@
   }
 
   // append adds a line: the time, who said it (if known), and the text.
-  function append(text, cls, from) {
+  // Lines of the room's history say "earlier": their time is not known.
+  function append(text, cls, from, earlier) {
     const p = document.createElement("p");
-    if (cls) p.className = cls;
+    p.className = [cls, earlier && "history"].filter(Boolean).join(" ");
     const time = document.createElement("time");
-    const now = new Date();
-    time.dateTime = now.toISOString();
-    time.textContent = now.toLocaleTimeString();
+    if (earlier) {
+      time.textContent = "earlier";
+    } else {
+      const now = new Date();
+      time.dateTime = now.toISOString();
+      time.textContent = now.toLocaleTimeString();
+    }
     p.appendChild(time);
     if (from) {
       const who = document.createElement("b");
@@ -66,27 +71,45 @@
       setInput(false, "Not in a room: log in above");
       return;
     }
-    socket = new Socket("/socket", { params: token ? { token } : {} });
-    socket.onOpen(() => setStatus("connected", "ok"));
-    socket.onError(() => setStatus("connection lost, reconnecting…", "error"));
-    socket.connect();
+    const sock = new Socket("/socket", { params: token ? { token } : {} });
+    socket = sock;
+    const lost = () => { if (socket === sock) setStatus("connection lost, reconnecting…", "error"); };
+    sock.onOpen(() => { if (socket === sock) setStatus("connected", "ok"); });
+    sock.onError(lost);
+    sock.onClose(lost);
+    sock.connect();
 
     const topic = "rooms:" + room;
     roomName.textContent = room;
+    // History (proto/history.go): the position of the last message shown.
+    // phoenix.js calls the params function on every rejoin, so a rejoin
+    // after a lost connection asks for what came after it.
+    let last = null;
     // Beyond the channels guide, each asked for (see the README's join
-    // parameters): who sent each message, who joins, and the user's ignore list.
-    const ch = socket.channel(topic, { sender: true, joins: true, ignore: true });
+    // parameters): who sent each message, who joins, the user's ignore
+    // list, and the room's last 50 messages, or those since the last one shown.
+    const ch = sock.channel(topic, () => ({
+      sender: true, joins: true, ignore: true,
+      history: last ? { since: last } : { last: 50 },
+    }));
     channel = ch;
-    ch.on("new_msg", (payload) => {
-      if (payload instanceof ArrayBuffer) {
-        append("(" + payload.byteLength + " bytes of binary data)", "notice");
-      } else {
-        append(payload.body, "", payload.user_id || "anonymous");
-      }
-    });
-    ch.on("user_joined", (payload) => append(payload.user_id + " joined", "notice"));
+    // Live broadcasts carry their position as the frame's ref.
+    ch.on("new_msg", (payload, pos) => { show("new_msg", payload); if (pos) last = pos; });
+    ch.on("user_joined", (payload, pos) => { show("user_joined", payload); if (pos) last = pos; });
+    let joined = false;
     ch.join()
-      .receive("ok", () => append("joined " + topic + (name ? " as " + name : " anonymously"), "notice"))
+      .receive("ok", (resp) => {
+        const missed = resp.messages || [];
+        missed.forEach((m) => show(m.event, m.payload, true));
+        if (resp.seq) last = resp.seq;
+        if (!joined) {
+          append("joined " + topic + (name ? " as " + name : " anonymously"), "notice");
+        } else {
+          append("rejoined " + topic + ", " + missed.length + " missed message" + (missed.length === 1 ? "" : "s"), "notice");
+        }
+        if (resp.recovered === false) append("some messages could not be recovered", "notice lost");
+        joined = true;
+      })
       .receive("error", (resp) => {
         append("cannot join " + topic + ": " + (resp && resp.reason), "notice");
         // A refused join is final for this page: stop phoenix.js's rejoin loop,
@@ -98,6 +121,17 @@
         }
       })
       .receive("timeout", () => append("join timed out, retrying…", "notice"));
+  }
+
+  // show displays a broadcast, live or (earlier) from the room's history.
+  function show(event, payload, earlier) {
+    if (event === "user_joined") {
+      append(payload.user_id + " joined", "notice", null, earlier);
+    } else if (payload instanceof ArrayBuffer) {
+      append("(" + payload.byteLength + " bytes of binary data)", "notice");
+    } else if (event === "new_msg") {
+      append(payload.body, "", payload.user_id || "anonymous", earlier);
+    }
   }
 
   input.addEventListener("keypress", (event) => {
