@@ -149,7 +149,7 @@ func TestHistoryGatewayCutFromNATS(t *testing.T) {
 	}
 	t.Logf("path: %d phx_error frames, %d socket closes (1013 would be the other path)", phxErrors, closes)
 	if closes > 0 {
-		t.Errorf("the resumers' sockets were closed: %v", res.Resumers[0].Closes)
+		t.Errorf("the resumers' sockets were closed: %s", closeSummary(res.Resumers[0].Closes))
 	}
 	// How many of the messages the rejoins recovered PHX_ROOMS no longer
 	// held when gw-a came back: only PHX_HISTORY had them.
@@ -242,6 +242,18 @@ type resumerResult struct {
 		JoinRef string  `json:"join_ref"`
 	} `json:"phx_errors"`
 	NoRef int `json:"no_ref"`
+}
+
+// closeSummary is "N socket closes (codes ...)".
+func closeSummary(cs []closeEvent) string {
+	if len(cs) == 0 {
+		return "no socket close"
+	}
+	codes := map[int]int{}
+	for _, c := range cs {
+		codes[c.Code]++
+	}
+	return fmt.Sprintf("%d socket closes (codes %v)", len(cs), codes)
 }
 
 // rejoinedAt is the time of the first join reply after t (0: none).
@@ -375,8 +387,8 @@ func checkResume(t *testing.T, res resumeResult, faultAt, restoredAt time.Time) 
 			silent++
 		}
 	}
-	t.Logf("poster: %d posted, %d acknowledged (%d of them during the fault), %d rejected %v, %d silent; settled: %v; poster socket closes: %v",
-		len(res.Posted), len(acked), sum.duringFault, len(res.Posted)-len(acked)-silent, rejected, silent, res.Settled, res.PosterCloses)
+	t.Logf("poster: %d posted, %d acknowledged (%d of them during the fault), %d rejected %v, %d silent; settled: %v; poster: %s",
+		len(res.Posted), len(acked), sum.duringFault, len(res.Posted)-len(acked)-silent, rejected, silent, res.Settled, closeSummary(res.PosterCloses))
 	if len(res.Posted) != len(acked) {
 		t.Errorf("the poster, never disconnected, has %d of its %d messages unacknowledged", len(res.Posted)-len(acked), len(res.Posted))
 	}
@@ -443,9 +455,9 @@ func checkResume(t *testing.T, res resumeResult, faultAt, restoredAt time.Time) 
 				t.Errorf("%s: rejoin %d (since %d) answered recovered: false", r.Name, i, since)
 			}
 		}
-		t.Logf("%s: received %d (%d from rejoin replies, %d live), %d of %d acknowledged, %d missing, %d twice, %d not acknowledged, in the poster's order: %v; positions rising: %v; %d joins (%d errors); closes %v, %d phx_error",
+		t.Logf("%s: received %d (%d from rejoin replies, %d live), %d of %d acknowledged, %d missing, %d twice, %d not acknowledged, in the poster's order: %v; positions rising: %v; %d joins (%d errors); %s, %d phx_error",
 			r.Name, len(r.Received), history, len(r.Received)-history-r.Joins[0].Messages, len(order), len(acked), len(missing), len(dups), len(extra),
-			inOrder, len(backward) == 0 && noPos == 0, len(r.Joins), len(r.JoinErrors), r.Closes, len(r.PhxErrors))
+			inOrder, len(backward) == 0 && noPos == 0, len(r.Joins), len(r.JoinErrors), closeSummary(r.Closes), len(r.PhxErrors))
 		for _, s := range rejoins {
 			t.Logf("%s: rejoin %s", r.Name, s)
 		}
