@@ -2,8 +2,10 @@
 // the real binaries (nats-server, gateway, roomsvc, authsvc, chatctl and the
 // one-process chat) as separate processes on free loopback ports, break
 // something (SIGKILL a NATS node or a roomsvc, SIGTERM a gateway under
-// phoenix.js clients, restart the one-process default) and measure how the
-// chat recovers and whether any acknowledged message is lost.
+// phoenix.js clients, restart the one-process default, cut a phoenix.js
+// client's connection or a gateway's NATS connection with a loopback TCP
+// proxy while clients resume from room history) and measure how the chat
+// recovers and whether any acknowledged message is lost.
 //
 // The tests build the binaries themselves (one go build into a temporary
 // folder, on first use; FAULTS_BIN=dir uses prebuilt ones instead), so

@@ -485,13 +485,14 @@ func (c *cluster) seeds(nodes ...*natsNode) string {
 	return strings.Join(urls, ",")
 }
 
-// startRoomsvc starts one roomsvc on seeds and waits for its /readyz.
-func (c *cluster) startRoomsvc(seeds string) *service {
+// startRoomsvc starts one roomsvc on seeds, with extra flags, and waits
+// for its /readyz.
+func (c *cluster) startRoomsvc(seeds string, extra ...string) *service {
 	c.t.Helper()
 	s := &service{name: fmt.Sprintf("roomsvc-%d", len(c.rooms)+1)}
 	// The senders flood on purpose: no room budget.
-	s.proc = startProc(c.t, s.name, bin(c.t, "roomsvc"), []string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
-		"--rooms-kv-replicas", fmt.Sprint(min(3, len(c.nats))), "--rooms-room-rate-limit", "-1", "--rooms-room-bytes-limit", "-1"})
+	s.proc = startProc(c.t, s.name, bin(c.t, "roomsvc"), append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", seeds,
+		"--rooms-kv-replicas", fmt.Sprint(min(3, len(c.nats))), "--rooms-room-rate-limit", "-1", "--rooms-room-bytes-limit", "-1"}, extra...))
 	s.addr = logField(c.t, s.proc, "serving", "addr", 45*time.Second)
 	waitHTTP(c.t, s.proc, s.url()+"/readyz", 10*time.Second)
 	c.rooms = append(c.rooms, s)

@@ -10,14 +10,18 @@ import (
 )
 
 // proxy is a loopback TCP load balancer: each connection goes to the first
-// backend that accepts it.
+// backend that accepts it. cut stands for a network failure between its
+// clients and its backends: it ends every connection and refuses new ones
+// (accepted, then closed at once) until restore.
 type proxy struct {
 	ln       net.Listener
 	backends []string
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	served []int // connections per backend
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	served  []int // connections per backend
+	cutOff  bool
+	refused int // connections refused while cut off
 }
 
 func startProxy(t testing.TB, backends ...string) *proxy {
@@ -45,6 +49,14 @@ func (p *proxy) serve() {
 }
 
 func (p *proxy) forward(c net.Conn) {
+	p.mu.Lock()
+	if p.cutOff {
+		p.refused++
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.mu.Unlock()
 	var up net.Conn
 	for i, b := range p.backends {
 		var err error
@@ -84,7 +96,7 @@ func (p *proxy) forward(c net.Conn) {
 func (p *proxy) track(c, up net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conns == nil {
+	if p.conns == nil || p.cutOff {
 		c.Close()
 		up.Close()
 		return false
@@ -97,6 +109,28 @@ func (p *proxy) counts() (int, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.served[0], p.served[1]
+}
+
+// cut ends every connection through the proxy and refuses new ones until
+// restore.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutOff = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// restore lets connections through again after cut; it returns how many
+// were refused meanwhile.
+func (p *proxy) restore() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutOff = false
+	n := p.refused
+	p.refused = 0
+	return n
 }
 
 func (p *proxy) close() {
