@@ -58,7 +58,15 @@ type reader struct {
 	restart chan struct{} // buffered(1): a replacement is due
 	done    chan struct{} // closed by stop
 
+	// dmu orders what members learn: a gap is reported (onGap) before
+	// any message after it is delivered, whichever goroutine finds it.
+	dmu sync.Mutex
+
 	mu   sync.Mutex
+	// gap is the sequences a new consumer skipped (the stream no longer
+	// had them), not reported yet: by receive, when the consumer's first
+	// message comes, or by supervise, if it comes first.
+	gap  [2]uint64
 	gen  int    // bumped by each new consumer; older deliveries are ignored
 	next uint64 // stream sequence of the next message to deliver
 	dseq uint64 // consumer sequence of the last message delivered
@@ -143,8 +151,11 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 		return gap, errStopped
 	}
 	if rep.FirstSeq > next {
+		// Left to receive or reportGap (not rd.next moved here): the
+		// consumer may deliver before this returns, and its messages
+		// must not reach a member before the gap does.
 		gap = [2]uint64{next, rep.FirstSeq - 1}
-		rd.next = max(rd.next, rep.FirstSeq)
+		rd.gap = gap
 	}
 	rd.sub, rd.key, rd.name = sub, key, name
 	rd.seen.Store(true)
@@ -235,6 +246,8 @@ func (rd *reader) receive(gen int, name string, m *nats.Msg) {
 	if err != nil || meta.Consumer != name {
 		return
 	}
+	rd.dmu.Lock()
+	defer rd.dmu.Unlock()
 	rd.mu.Lock()
 	if gen != rd.gen {
 		rd.mu.Unlock()
@@ -255,6 +268,7 @@ func (rd *reader) receive(gen int, name string, m *nats.Msg) {
 	if meta.Sequence.Stream > rd.next {
 		lost = [2]uint64{rd.next, meta.Sequence.Stream - 1}
 	}
+	rd.gap = [2]uint64{} // reported here, with what followed it
 	rd.dseq = meta.Sequence.Consumer
 	rd.next = meta.Sequence.Stream + 1
 	rd.mu.Unlock()
@@ -287,6 +301,24 @@ func (rd *reader) control(gen int, status string, m *nats.Msg) {
 	}
 }
 
+// reportGap reports the sequences the current consumer skipped, unless
+// receive has (its first message came first): a quiet stream must not
+// hide a loss.
+func (rd *reader) reportGap() {
+	rd.dmu.Lock()
+	defer rd.dmu.Unlock()
+	rd.mu.Lock()
+	gap := rd.gap
+	rd.gap = [2]uint64{}
+	if gap[0] != 0 {
+		rd.next = max(rd.next, gap[1]+1)
+	}
+	rd.mu.Unlock()
+	if gap[0] != 0 {
+		rd.onGap(gap[0], gap[1])
+	}
+}
+
 // replace asks the supervisor for a new consumer.
 func (rd *reader) replace() {
 	select {
@@ -307,12 +339,10 @@ func (rd *reader) supervise() {
 		}
 		for attempt := 0; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			gap, err := rd.consume(ctx)
+			_, err := rd.consume(ctx)
 			cancel()
 			if err == nil {
-				if gap[0] != 0 {
-					rd.onGap(gap[0], gap[1])
-				}
+				rd.reportGap()
 				break
 			}
 			if errors.Is(err, errStopped) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phxnats/phxnats/gateway/metrics"
@@ -160,5 +161,41 @@ func TestReaderReportsStreamSequenceGaps(t *testing.T) {
 	}
 	if want := [][2]uint64{{4, 5}, {9, 9}}; !slices.Equal(gaps, want) {
 		t.Fatalf("gaps %v, want %v", gaps, want)
+	}
+}
+
+// A new consumer that starts past messages the stream dropped may deliver
+// its first message before the reader has reported the gap: the gap must
+// still reach the members first, and once. (Found by the history fault
+// tests: a broadcast after the gap could reach a channel before its
+// phx_error, and its position would then jump the gap on rejoin.)
+func TestReaderReportsAGapBeforeWhatFollows(t *testing.T) {
+	var events []string
+	rd := &reader{next: 5, gen: 1, name: "c1",
+		deliver: func(_ string, seq uint64, _ []byte) { events = append(events, fmt.Sprint("deliver ", seq)) },
+		onGap:   func(from, to uint64) { events = append(events, fmt.Sprint("gap ", from, "-", to)) },
+		onError: func(error) {},
+		restart: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	// consume found the stream starting at 9: 5..8 are gone.
+	rd.gap = [2]uint64{5, 8}
+	msg := func(stream, consumer uint64) *nats.Msg {
+		return &nats.Msg{Subject: "phx.room.rooms:lobby", Data: []byte(`{}`), Sub: &nats.Subscription{},
+			Reply: fmt.Sprintf("$JS.ACK.%s.c1.1.%d.%d.1700000000000000000.0", proto.RoomStream, stream, consumer)}
+	}
+	rd.receive(1, "c1", msg(9, 1)) // the consumer's first message, before consume returned
+	rd.reportGap()                 // then the supervisor
+	rd.receive(1, "c1", msg(10, 2))
+	if want := []string{"gap 5-8", "deliver 9", "deliver 10"}; !slices.Equal(events, want) {
+		t.Fatalf("events %q, want %q", events, want)
+	}
+
+	// The other order: the supervisor first, then the messages.
+	events = nil
+	rd.gap, rd.next, rd.dseq = [2]uint64{11, 12}, 11, 0
+	rd.reportGap()
+	rd.receive(1, "c1", msg(13, 1))
+	if want := []string{"gap 11-12", "deliver 13"}; !slices.Equal(events, want) {
+		t.Fatalf("events %q, want %q", events, want)
 	}
 }
