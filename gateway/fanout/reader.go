@@ -62,7 +62,7 @@ type reader struct {
 	// any message after it is delivered, whichever goroutine finds it.
 	dmu sync.Mutex
 
-	mu   sync.Mutex
+	mu sync.Mutex
 	// gap is the sequences a new consumer skipped (the stream no longer
 	// had them), not reported yet: by receive, when the consumer's first
 	// message comes, or by supervise, if it comes first.
