@@ -36,6 +36,7 @@ Scenarios (against --url, default ws://127.0.0.1:4000/socket/websocket):
   idle             C joined sockets held D seconds with heartbeats; server RSS per socket (--pid)
   echo             K clients in a closed loop: push new_msg (or ping), wait for it to come back
   joins            a storm of connect + token + join
+  history          joins asking for {"history": {"last": N}} into one room while B rooms are busy
   attack           honest clients chat while attackers hold fragments, never read, flood,
                    storm connections and long-poll sessions from one address (issue 13)
 
@@ -58,7 +59,7 @@ func main() {
 	cmd, args := os.Args[1], os.Args[2:]
 	var code int
 	switch cmd {
-	case "fanout", "idle", "echo", "joins", "attack":
+	case "fanout", "idle", "echo", "joins", "attack", "history":
 		code = scenarioMain(cmd, args)
 	case "baseline-server":
 		code = baselineMain(args)
@@ -96,6 +97,11 @@ func scenarioMain(name string, args []string) int {
 		a.flags(fs)
 		c = &a.common
 		run = func(ctx context.Context, co *coord) (*Result, error) { return runAttack(ctx, a, co) }
+	case "history":
+		h := &historyCfg{}
+		h.flags(fs)
+		c = &h.common
+		run = func(ctx context.Context, co *coord) (*Result, error) { return runHistory(ctx, h, co) }
 	case "joins":
 		j := &joinsCfg{}
 		j.flags(fs)
