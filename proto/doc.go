@@ -36,4 +36,9 @@
 // applies to the channel). A Broadcast whose OptIn is K reaches only the
 // channels joined with {K: true}. The service of the topic receives the
 // whole payload in JoinRequest.Payload.
+//
+// Two keys take more than true: JoinPresence (true: Phoenix Presence, see
+// PresenceBucket and SubjectPresenceList) and JoinHistory ({"last": N} or
+// {"since": position}: the room's recent broadcasts in the join reply and
+// a gap-free resume, see HistoryStream and HistorySubject).
 package proto

@@ -33,7 +33,12 @@ import (
 //
 // A position is the broadcast's sequence in RoomStream, sent as a decimal
 // string; clients must treat it as opaque. It is the same on every gateway
-// and survives restarts (the streams are on disk).
+// and survives restarts (the streams are on disk). phoenix.js's own refs
+// are decimal strings too: a broadcast whose position equals the ref of
+// the heartbeat phoenix.js is waiting for counts, for phoenix.js, as that
+// heartbeat's reply (it came over the same live connection, so nothing is
+// hidden; the real reply is then ignored). Channel replies are matched by
+// event (phx_reply), so pushes are unaffected.
 //
 // The messages come from HistoryStream, a mirror of RoomStream (same
 // sequences) that keeps, per room, the last HistoryOptions.MaxMsgsPerRoom

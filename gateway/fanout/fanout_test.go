@@ -209,6 +209,35 @@ func BenchmarkDispatch1000Sender(b *testing.B) {
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
+// BenchmarkDispatch1000History is BenchmarkDispatch1000 with half of the
+// members joined with history (released): their frames carry the
+// position, a second encoding per broadcast, and each costs a lookup of
+// its place in the stream.
+func BenchmarkDispatch1000History(b *testing.B) {
+	h, _ := newHub(b)
+	r := &room{topic: "rooms:lobby", index: map[*session.Session]int{}}
+	cfg := &session.Config{Rooms: h, Metrics: metrics.New(), Logger: quiet, Gateway: "gw"}
+	for i := 0; i < 1000; i++ {
+		s, _ := session.New(cfg, &countSink{}, "", "")
+		if i%2 == 0 {
+			r.add(s, nil)
+			continue
+		}
+		r.add(s, &session.Want{History: true})
+		r.release(s, 0)
+	}
+	subject, _ := proto.RoomSubject(r.topic)
+	h.rooms[subject] = r
+	msg := []byte(`{"event":"new_msg","payload":{"body":"hello world"}}`)
+	b.ReportAllocs()
+	seq := uint64(0)
+	for b.Loop() {
+		seq++
+		h.dispatch(subject, seq, msg)
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
 type countSink struct{ n int }
 
 func (c *countSink) Serializer() wire.Serializer { return wire.V2 }

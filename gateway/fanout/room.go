@@ -3,6 +3,7 @@ package fanout
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,21 +14,22 @@ import (
 
 // member is a session in a room, with what its channel asked for.
 //
-// It holds the session's transport and serializer too, which never change:
-// dispatch then reads each member from the slice alone and goes straight
-// to the transport, and a session object is touched only for the rare
-// broadcast that it may have to skip. Reading them through the session
+// It holds the session's transport and serializer too (as an index), which
+// never change: dispatch then reads each member from the slice alone and
+// goes straight to the transport, and a session object is touched only
+// for the rare broadcast that it may have to skip. Reading them through the session
 // cost a cache miss per delivery (10,000 sessions do not fit in a
 // core's cache): with it, saturated fan-out needed 0.35-0.44 against
 // 0.25 us per delivery (BENCHMARKS.md, 6 December).
 type member struct {
 	s    *session.Session
 	tr   session.Transport
-	ser  wire.Serializer
 	want *session.Want
-	// hist is nil unless the channel asked for history: a pointer, so
-	// that the members of rooms without history stay as small.
-	hist *histState
+	// ser indexes the room's serializers (room.sers): dispatch finds the
+	// frame for it in an array, not by comparing interfaces, and the
+	// member stays 40 bytes (the walk over 10,000 of them is what a
+	// broadcast costs; BENCHMARKS.md, 6 December, second section).
+	ser uint8
 }
 
 // histState is a history channel's place in the room stream.
@@ -65,33 +67,50 @@ type room struct {
 	// positions in it, for removal.
 	members []member
 	index   map[*session.Session]int
+	// sers are the serializers of the room's members, each once (V1, V2,
+	// long-poll's: a handful), indexed by member.ser.
+	sers []wire.Serializer
+	// hist holds the state of the members whose channel asked for
+	// history (want.History), beside the slice rather than in it: a
+	// field in every member cost 2-4 ns per delivery to all (the walk
+	// over 48-byte members fits the cache better than over 56-byte ones;
+	// BenchmarkDispatch1000, BENCHMARKS.md).
+	hist map[*session.Session]*histState
 }
 
 // add makes s a member; adding a member again (a duplicate join) only
 // replaces what it asked for. r.mu is held.
 func (r *room) add(s *session.Session, want *session.Want) {
-	var hist *histState
+	delete(r.hist, s)
 	if want != nil && want.History {
-		hist = &histState{holding: true}
+		if r.hist == nil {
+			r.hist = make(map[*session.Session]*histState)
+		}
+		r.hist[s] = &histState{holding: true}
 	}
 	if i, ok := r.index[s]; ok {
 		r.members[i].want = want
-		r.members[i].hist = hist
 		return
 	}
+	ser := s.Serializer()
+	idx := slices.Index(r.sers, ser)
+	if idx < 0 {
+		idx = len(r.sers)
+		r.sers = append(r.sers, ser)
+	}
 	r.index[s] = len(r.members)
-	r.members = append(r.members, member{s: s, tr: s.Transport(), ser: s.Serializer(), want: want, hist: hist})
+	r.members = append(r.members, member{s: s, tr: s.Transport(), want: want, ser: uint8(min(idx, 255))})
 }
 
 // release ends s's hold (Hub.Release); it reports whether the hold
 // overflowed. r.mu is held.
 func (r *room) release(s *session.Session, after uint64) (overflow bool) {
 	i, ok := r.index[s]
-	if !ok || r.members[i].hist == nil {
+	h := r.hist[s]
+	if !ok || h == nil {
 		return false
 	}
 	m := &r.members[i]
-	h := m.hist
 	h.after, h.holding = after, false
 	held := h.held
 	h.held = nil
@@ -118,6 +137,12 @@ func (r *room) remove(s *session.Session) {
 	r.members[last] = member{}
 	r.members = r.members[:last]
 	delete(r.index, s)
+	if r.hist != nil {
+		delete(r.hist, s)
+		if len(r.hist) == 0 {
+			r.hist = nil
+		}
+	}
 }
 
 // dispatch hands a stream message to its room's local members, if the
@@ -143,10 +168,9 @@ func (h *Hub) dispatch(subject string, seq uint64, data []byte) {
 	// three more: with the sender, with the position (history), with both.
 	sender := b.From != "" && b.Binary == nil
 	var ref string // the position, for history channels' JSON frames
-	var cache [12]struct {
-		s           wire.Serializer
-		sender, ref bool
-		f           session.Frame
+	var cache [cachedSers * 4]struct {
+		f    session.Frame
+		done bool
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -154,19 +178,27 @@ func (h *Hub) dispatch(subject string, seq uint64, data []byte) {
 	n := 0
 	for i := range r.members {
 		m := &r.members[i]
-		var ignore, withSender, withRef bool
+		variant := 0 // bit 0: with the sender, bit 1: with the position
+		var ignore bool
+		var hs *histState
 		if w := m.want; w != nil {
 			if !w.Accepts(b.OptIn) {
 				continue
 			}
-			ignore, withSender = w.Ignore, sender && w.Sender
-			if hs := m.hist; hs != nil {
+			ignore = w.Ignore
+			if sender && w.Sender {
+				variant = 1
+			}
+			if w.History {
+				hs = r.hist[m.s]
 				if seq <= hs.after {
 					continue // its join's history had it
 				}
-				withRef = b.Binary == nil
-				if withRef && ref == "" {
-					ref = proto.FormatPosition(seq)
+				if b.Binary == nil {
+					variant |= 2
+					if ref == "" {
+						ref = proto.FormatPosition(seq)
+					}
 				}
 			}
 		} else if b.OptIn != "" {
@@ -175,34 +207,27 @@ func (h *Hub) dispatch(subject string, seq uint64, data []byte) {
 		if b.From != "" && (ignore || b.ExcludeFrom) && m.s.Skips(b.From, b.ExcludeFrom, ignore) {
 			continue
 		}
-		ser := m.ser
 		var f session.Frame
-		found := false
-		for i := range cache {
-			if cache[i].s == ser && cache[i].sender == withSender && cache[i].ref == withRef {
-				f, found = cache[i].f, true
-				break
-			}
-		}
-		if !found {
+		c := int(m.ser)*4 + variant
+		if c < len(cache) && cache[c].done {
+			f = cache[c].f
+		} else {
+			ser := r.sers[m.ser]
 			var ref1 string
-			if withRef {
+			if variant&2 != 0 {
 				ref1 = ref
 			}
-			data, bin, err := encode(ser, r.topic, &b, withSender, ref1)
+			data, bin, err := encode(ser, r.topic, &b, variant&1 != 0, ref1)
 			if err != nil {
 				h.log.Warn("cannot encode broadcast", "topic", r.topic, "vsn", ser.Vsn(), "err", err)
 				continue
 			}
 			f = session.Frame{Data: data, Binary: bin}
-			for i := range cache {
-				if cache[i].s == nil {
-					cache[i].s, cache[i].sender, cache[i].ref, cache[i].f = ser, withSender, withRef, f
-					break
-				}
+			if c < len(cache) {
+				cache[c].f, cache[c].done = f, true
 			}
 		}
-		if hs := m.hist; hs != nil && hs.holding {
+		if hs != nil && hs.holding {
 			// Its join's reply is not out yet (Hub.Release).
 			if len(hs.held) < maxHeld {
 				hs.held = append(hs.held, heldFrame{seq: seq, f: f})
@@ -216,6 +241,11 @@ func (h *Hub) dispatch(subject string, seq uint64, data []byte) {
 	}
 	h.metrics.Deliveries.Add(float64(n))
 }
+
+// cachedSers is how many of a room's serializers dispatch keeps encoded
+// frames for; a room has a handful (V1, V2, long-poll's), and members of
+// any further one get frames encoded each (correct, slower).
+const cachedSers = 4
 
 // encode encodes b for one serializer, with b.From added to the payload
 // as "user_id" when withSender and ref (a position) as the frame's ref
