@@ -512,3 +512,105 @@ func streamSeqs(nc *nats.Conn, stream string) (uint64, uint64, error) {
 	}
 	return info.State.FirstSeq, info.State.LastSeq, nil
 }
+
+// TestHistoryAcrossRestart: positions survive a restart of the
+// one-process chat on its data folder. A phoenix.js client has the room's
+// first messages; the chat stops (SIGTERM) and starts again on the same
+// port and folder; two messages are posted before the client may
+// reconnect (its transport dials nowhere until then); it rejoins with
+// since, a position of the stopped process: its reply must hold exactly
+// those two, recovered.
+func TestHistoryAcrossRestart(t *testing.T) {
+	node := nodeForHistory(t)
+	dataDir := t.TempDir()
+	port := freePort(t)
+	// start runs the chat and posts bodies into rooms:lobby once it is ready.
+	start := func(run int, bodies ...string) (*proc, string) {
+		p := startProc(t, fmt.Sprintf("chat-%d", run), chatBinary(t), []string{
+			"--data-dir", dataDir, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--ops-addr", "127.0.0.1:0", "--nats-port", "-1",
+		})
+		url := logField(t, p, "chat is running", "url", 30*time.Second)
+		seeds := logField(t, p, "chat is running", "nats", time.Second)
+		waitHTTP(t, p, url+"/readyz", 10*time.Second)
+		auth, err := nats.NkeyOptionFromSeed(filepath.Join(dataDir, "nats.nk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc := natsConn(t, seeds, auth)
+		for _, b := range bodies {
+			data, _ := json.Marshal(map[string]any{"event": "new_msg", "payload": map[string]string{"body": b}})
+			if _, err := nc.Request("phx.room.rooms:lobby", data, 5*time.Second); err != nil { // the stream's acknowledgement
+				t.Fatalf("post %s: %v", b, err)
+			}
+		}
+		nc.Close()
+		return p, url
+	}
+	first, url := start(1, "a", "b", "c")
+	cmd := exec.Command(node, filepath.Join("testdata", "restart_resume.mjs"))
+	cmd.Env = append(cleanEnv(), "E2E_DIR="+filepath.Join(repoRoot, "e2e"), "URL="+url,
+		"WANT_FIRST=a,b,c", "WANT_ALL=a,b,c,d,e", "LIMIT_MS=60000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	next := func() string {
+		if !lines.Scan() {
+			t.Fatalf("phoenix.js client ended: %v\n%s", lines.Err(), stderr.String())
+		}
+		return lines.Text()
+	}
+	ready := next()
+	if !strings.HasPrefix(ready, "READY ") {
+		t.Fatalf("client: %s\n%s", ready, stderr.String())
+	}
+	first.stop(20 * time.Second) // SIGTERM, then the drain
+	start(2, "d", "e")
+	if _, err := io.WriteString(stdin, "OPEN\n"); err != nil {
+		t.Fatal(err)
+	}
+
+	var res struct {
+		Got []struct {
+			Body, From string
+		}
+		Joins []struct {
+			Params    map[string]map[string]json.RawMessage
+			Recovered bool
+			Messages  int
+		}
+		TimedOut bool
+	}
+	result := next()
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(result, "RESULT ")), &res); err != nil {
+		t.Fatalf("client result %q: %v", result, err)
+	}
+	var bodies, seen []string
+	for _, g := range res.Got {
+		bodies = append(bodies, g.Body)
+		seen = append(seen, g.Body+" ("+g.From+")")
+	}
+	t.Logf("client at position %s before the stop; saw %s; joins %+v", strings.TrimPrefix(ready, "READY "), strings.Join(seen, ", "), res.Joins)
+	if res.TimedOut {
+		t.Fatal("the client did not get every message within 60s")
+	}
+	if got := strings.Join(bodies, ","); got != "a,b,c,d,e" {
+		t.Fatalf("the client saw %s, want a,b,c,d,e once each, in order", got)
+	}
+	rejoin := res.Joins[len(res.Joins)-1]
+	if _, since := rejoin.Params["history"]["since"]; len(res.Joins) < 2 || !since || !rejoin.Recovered || rejoin.Messages != 2 {
+		t.Fatalf("the rejoin after the restart: %+v, want since a position from before, recovered, with d and e", res.Joins)
+	}
+}
