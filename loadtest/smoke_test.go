@@ -264,7 +264,7 @@ func TestPresView(t *testing.T) {
 // system, 2 of them flapping for 2 s; every socket must see all 20, and
 // every watcher exactly the 20 live ones after the flapping.
 func TestSmokePresence(t *testing.T) {
-	const secret = "smoke-presence-secret-key-base-smoke-presence-secret-key-base"
+	secret := strings.Repeat("s", 64)
 	cfg := system.Defaults()
 	cfg.HTTPAddr, cfg.OpsAddr, cfg.NATSPort, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", -1, t.TempDir()
 	cfg.SecretKeyBases = []string{secret}
@@ -280,7 +280,7 @@ func TestSmokePresence(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Shutdown(context.Background()) })
 
 	c := testCommon(strings.Replace(sys.URL(), "http://", "ws://", 1) + "/socket/websocket")
-	c.TokenMode, c.Secret = "sign", secret
+	c.TokenMode, c.Secret, c.Salt = "sign", secret, "user socket"
 	p := &presenceCfg{common: c, Conns: 20, Presence: true, Converge: 10 * time.Second, Hold: 500 * time.Millisecond,
 		Flappers: 2, FlapFor: 2 * time.Second, FlapEvery: 500 * time.Millisecond, Settle: 5 * time.Second}
 	if err := p.check(); err != nil {
