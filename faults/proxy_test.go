@@ -21,7 +21,8 @@ type proxy struct {
 	conns   map[net.Conn]struct{}
 	served  []int // connections per backend
 	cutOff  bool
-	refused int // connections refused while cut off
+	closed  bool // refuse new connections, keep the others (refuse)
+	refused int  // connections refused while cut off or closed
 }
 
 func startProxy(t testing.TB, backends ...string) *proxy {
@@ -50,7 +51,7 @@ func (p *proxy) serve() {
 
 func (p *proxy) forward(c net.Conn) {
 	p.mu.Lock()
-	if p.cutOff {
+	if p.cutOff || p.closed {
 		p.refused++
 		p.mu.Unlock()
 		c.Close()
@@ -130,6 +131,20 @@ func (p *proxy) restore() int {
 	p.cutOff = false
 	n := p.refused
 	p.refused = 0
+	return n
+}
+
+// refuse(true) refuses new connections (accepted, then closed at once)
+// and leaves the others as they are, until refuse(false), which returns how
+// many were refused meanwhile.
+func (p *proxy) refuse(on bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = on
+	n := p.refused
+	if !on {
+		p.refused = 0
+	}
 	return n
 }
 

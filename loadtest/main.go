@@ -5,6 +5,7 @@
 //	loadtest idle    --conns 19000 --hold 60s --pid P    joined sockets held; server RSS per socket
 //	loadtest echo    --clients 100 --duration 20s        closed loop: push, wait for the own broadcast
 //	loadtest joins   --conns 10000 --token-mode sign     connect+token+join storm
+//	loadtest presence --conns 10000 --token-mode sign    one room with presence: convergence, idle cost, flapping
 //	loadtest attack  --pid P                             honest chat under attack: losses, latency, RSS, limits fired
 //	loadtest baseline-server --addr 127.0.0.1:4700       bare gorilla/websocket Phoenix fan-out server
 //	loadtest serve   --pprof 127.0.0.1:6060 ...          the whole system in-process, for profiling
@@ -37,6 +38,9 @@ Scenarios (against --url, default ws://127.0.0.1:4000/socket/websocket):
   echo             K clients in a closed loop: push new_msg (or ping), wait for it to come back
   joins            a storm of connect + token + join
   history          joins asking for {"history": {"last": N}} into one room while B rooms are busy
+  presence         N logged-in sockets join one room with presence (over the gateways of --url):
+                   time until every socket sees all N, presence frames and bytes per socket,
+                   gateway CPU (--pids), the idle room, and --flappers reconnecting every second
   attack           honest clients chat while attackers hold fragments, never read, flood,
                    storm connections and long-poll sessions from one address (issue 13)
 
@@ -59,7 +63,7 @@ func main() {
 	cmd, args := os.Args[1], os.Args[2:]
 	var code int
 	switch cmd {
-	case "fanout", "idle", "echo", "joins", "attack", "history":
+	case "fanout", "idle", "echo", "joins", "attack", "history", "presence":
 		code = scenarioMain(cmd, args)
 	case "baseline-server":
 		code = baselineMain(args)
@@ -107,6 +111,11 @@ func scenarioMain(name string, args []string) int {
 		j.flags(fs)
 		c = &j.common
 		run = func(ctx context.Context, co *coord) (*Result, error) { return runJoins(ctx, j, co) }
+	case "presence":
+		p := &presenceCfg{}
+		p.flags(fs)
+		c = &p.common
+		run = func(ctx context.Context, co *coord) (*Result, error) { return runPresence(ctx, p, co) }
 	case "idle":
 		i := &idleCfg{}
 		i.flags(fs)

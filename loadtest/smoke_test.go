@@ -223,3 +223,79 @@ func TestSmokeAttack(t *testing.T) {
 		}
 	}
 }
+
+// TestPresView: presence_state and presence_diff applied as phoenix.js'
+// Presence.syncState and syncDiff do.
+func TestPresView(t *testing.T) {
+	v := newPresView("u-", 4)
+	check := func(what string, users, metas int) {
+		t.Helper()
+		if u, m := v.counts(); u != users || m != metas {
+			t.Fatalf("%s: %d users, %d metas; want %d, %d", what, u, m, users, metas)
+		}
+	}
+	meta := func(ref string) string { return `{"online_at":"1","phx_ref":"` + ref + `"}` }
+	// A diff before the state waits for it.
+	if err := v.applyDiff([]byte(`{"joins":{"u-3":{"metas":[` + meta("d") + `]}},"leaves":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	check("diff before the state", 0, 0)
+	if err := v.applyState([]byte(`{"u-0":{"metas":[` + meta("a") + `,` + meta("b") + `]},"bob":{"metas":[` + meta("c") + `]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	check("state, then the waiting diff", 3, 4)
+	// A join of a ref already there changes nothing (the joiner's own meta
+	// comes again in the diff after its state).
+	_ = v.applyDiff([]byte(`{"joins":{"u-0":{"metas":[` + meta("a") + `]}},"leaves":{}}`))
+	check("join of a known ref", 3, 4)
+	_ = v.applyDiff([]byte(`{"joins":{"u-1":{"metas":[` + meta("e") + `]}},"leaves":{"u-0":{"metas":[` + meta("a") + `]},"bob":{"metas":[` + meta("c") + `]}}}`))
+	check("a join and two leaves", 3, 3)
+	_ = v.applyDiff([]byte(`{"joins":{},"leaves":{"u-0":{"metas":[` + meta("b") + `]},"u-2":{"metas":[` + meta("x") + `]}}}`))
+	check("the last meta of a user, a leave of one never seen", 2, 2)
+	// A new state replaces everything.
+	_ = v.applyState([]byte(`{"u-2":{"metas":[` + meta("f") + `]}}`))
+	check("a new state", 1, 1)
+	if err := v.applyDiff([]byte(`{"joins":{"u-1":`)); err == nil {
+		t.Fatal("a cut payload was accepted")
+	}
+}
+
+// TestSmokePresence: 20 logged-in sockets with presence on the in-process
+// system, 2 of them flapping for 2 s; every socket must see all 20, and
+// every watcher exactly the 20 live ones after the flapping.
+func TestSmokePresence(t *testing.T) {
+	secret := strings.Repeat("s", 64)
+	cfg := system.Defaults()
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.NATSPort, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", -1, t.TempDir()
+	cfg.SecretKeyBases = []string{secret}
+	cfg.Rooms.PublicTopics = []string{"rooms:bench*"}
+	cfg.Gateway.PresenceInterval = 200 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sys, err := system.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Shutdown(context.Background()) })
+
+	c := testCommon(strings.Replace(sys.URL(), "http://", "ws://", 1) + "/socket/websocket")
+	c.TokenMode, c.Secret, c.Salt = "sign", secret, "user socket"
+	p := &presenceCfg{common: c, Conns: 20, Presence: true, Converge: 10 * time.Second, Hold: 500 * time.Millisecond,
+		Flappers: 2, FlapFor: 2 * time.Second, FlapEvery: 500 * time.Millisecond, Settle: 5 * time.Second}
+	if err := p.check(); err != nil {
+		t.Fatal(err)
+	}
+	co, _ := newCoord(&p.common, nil)
+	r, err := runPresence(ctx, p, co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metricsOf(t, r)
+	if m["joined"] != 20 || m["complete"] != 20 || m["state_frames_per_socket"] != 1 || m["bad_presence_frames"] != 0 {
+		t.Fatalf("convergence: %v %v", m, r.Errors)
+	}
+	if m["flaps"] < 4 || m["watchers"] != 18 || m["watchers_exact_after"] != 18 {
+		t.Fatalf("flapping: %v %v", m, r.Errors)
+	}
+}
