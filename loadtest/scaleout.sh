@@ -82,11 +82,13 @@ ready "http://$(addr_of "$tmp/roomsvc.log" '"serving"')/readyz"
 
 urls=()
 gw_pids=()
+ops=()
 for i in $(seq "$GATEWAYS"); do
-	"$tmp/gateway" --http-addr 127.0.0.1:0 --gateway-name "gw-$i" --gateway-rate-limit -1 --gateway-user-rate-limit -1 --gateway-addr-rate-limit -1 --gateway-max-pending -1 >"$tmp/gw-$i.log" 2>&1 &
+	"$tmp/gateway" --http-addr 127.0.0.1:0 --ops-addr 127.0.0.1:0 --gateway-name "gw-$i" --gateway-rate-limit -1 --gateway-user-rate-limit -1 --gateway-addr-rate-limit -1 --gateway-max-pending -1 >"$tmp/gw-$i.log" 2>&1 &
 	pids+=($!)
 	gw_pids+=($!)
 	a=$(addr_of "$tmp/gw-$i.log" '"serving"')
+	ops+=("$(addr_of "$tmp/gw-$i.log" '"ops_addr"')") # /metrics is there, not on the public port
 	ready "http://$a/readyz"
 	urls+=("ws://$a/socket/websocket")
 done
@@ -105,9 +107,7 @@ echo "| gateway | peak RSS (MiB) | CPU (s) during the run | deliveries (its /met
 echo "|---|---:|---:|---:|"
 for i in $(seq "$GATEWAYS"); do
 	p=${gw_pids[$((i - 1))]}
-	a=${urls[$((i - 1))]#ws://}
-	a=${a%/socket/websocket}
-	m=$(curl -fs "http://$a/metrics")
+	m=$(curl -fs "http://${ops[$((i - 1))]}/metrics")
 	rss=$(awk '/VmHWM/{printf "%.0f", $2 / 1024}' "/proc/$p/status")
 	cpu=$(awk -v a="${cpu0[$p]}" -v b="$(cpu_s "$p")" 'BEGIN{printf "%.1f", b - a}')
 	del=$(echo "$m" | awk '/^phx_gateway_broadcast_deliveries_total/{printf "%d", $2}')
