@@ -1,7 +1,9 @@
 // End-to-end test of the chat page in a real headless Chromium: two pages
-// show the room's history when they join and chat through the system, a
-// third is refused a private room, and a fourth, behind a TCP proxy this
-// script cuts, resumes after the outage with every message it missed. Run by
+// show the room's history when they join and chat through the system, list
+// each other as online (a second device counted, an anonymous page not
+// listed) and one closing leaves the other's list, a third is refused a
+// private room, and a fourth, behind a TCP proxy this script cuts, resumes
+// after the outage with every message it missed. Run by
 // the Go test allinone/system TestBrowserChat, which starts the system and sets
 //   PHX_URL  base URL of the gateway (default http://127.0.0.1:4000)
 //   PHX_OUT  folder for the screenshots a.png, b.png, c.png, d.png (default: cwd)
@@ -161,6 +163,31 @@ async function waitStatus(page, name, text) {
   }
 }
 
+/**
+ * waitOnline waits until page's online list is exactly want ({user:
+ * devices}), and returns how long it took.
+ */
+async function waitOnline(page, name, want) {
+  const t0 = Date.now();
+  const expected = Object.keys(want).sort().map((u) => `${u} ${want[u]} device${want[u] === 1 ? "" : "s"}`);
+  try {
+    await page.waitForFunction((exp) => {
+      const shown = [...document.querySelectorAll("#online li")].map((li) => li.textContent.trim());
+      return JSON.stringify(shown) === JSON.stringify(exp);
+    }, expected);
+  } catch (e) {
+    const shown = await page.locator("#online li").allInnerTexts().catch(() => "?");
+    throw new Error(`page ${name}: #online lists ${JSON.stringify(shown)}, want ${JSON.stringify(expected)}`);
+  }
+  return Date.now() - t0;
+}
+
+/** closePage closes a page (its browser context) as a user closing the tab. */
+async function closePage(page, name) {
+  await page.context().close();
+  delete pages[name];
+}
+
 /** say sends body from page with the chat input and Enter. */
 async function say(page, body) {
   await page.locator("#chat-input").fill(body);
@@ -269,6 +296,30 @@ async function main() {
   if (left !== "") throw new Error(`page a: #chat-input not cleared after sending (holds ${JSON.stringify(left)})`);
   check("page a cleared #chat-input after sending");
 
+  // Presence: each page lists who is online in the room; pat's socket
+  // joined without presence, so it is not listed.
+  await waitOnline(a, "a", { ann: 1, ben: 1 });
+  await waitOnline(b, "b", { ann: 1, ben: 1 });
+  check("pages a and b list each other online: ann and ben, 1 device each");
+  const a2 = await open("a2", { user: "ann" });
+  await waitOnline(b, "b", { ann: 2, ben: 1 });
+  await waitOnline(a2, "a2", { ann: 2, ben: 1 });
+  await closePage(a2, "a2");
+  await waitOnline(b, "b", { ann: 1, ben: 1 });
+  check("a second page of ann counts as her second device, and goes when it closes");
+  const anon = await open("anon", {});
+  await waitText(anon, "#messages p.notice", "joined rooms:lobby anonymously", "page anon");
+  await waitOnline(anon, "anon", { ann: 1, ben: 1 });
+  await new Promise((r) => setTimeout(r, 1000)); // a few presence intervals
+  await waitOnline(a, "a", { ann: 1, ben: 1 });
+  await closePage(anon, "anon");
+  check("an anonymous page sees who is online and is not listed");
+  await b.screenshot({ path: join(OUT, "b.png"), fullPage: true });
+  check(`screenshot of page b: ${join(OUT, "b.png")}`);
+  await closePage(b, "b");
+  const gone = await waitOnline(a, "a", { ann: 1 });
+  check(`page b closed: ben left page a's online list in ${gone} ms`);
+
   const c = await open("c", { user: "eve", room: "secret" });
   await waitText(c, "#messages p.notice", "cannot join rooms:secret: unauthorized", "page c");
   const leaked = await c.locator("#messages p", { hasText: body }).count();
@@ -290,11 +341,16 @@ async function main() {
   await waitConnected(d, "d");
   await messageLine(d, "d", body, { earlier: true, from: "ann" });
   check("page d (through the proxy) joined rooms:lobby as dan with the history");
+  await waitOnline(a, "a", { ann: 1, dan: 1 });
+  await waitOnline(d, "d", { ann: 1, dan: 1 });
+  check("pages a and d list ann and dan online");
 
   cut.add("d");
   proxy.cut();
   await waitStatus(d, "d", "connection lost");
   check("page d lost its connection (the proxy cut it) and says so");
+  await waitOnline(a, "a", { ann: 1 });
+  check("dan, cut off, left page a's online list");
   const missed = [1, 2, 3].map((i) => `sent while dan was away #${i} ${marker("missed")}`);
   for (const m of missed) await say(a, m);
   for (const m of missed) await messageLine(a, "a", m);
@@ -308,6 +364,9 @@ async function main() {
   await inOrder(d, "d", [body, ...missed, "rejoined rooms:lobby"]);
   for (const m of [...earlier, body]) await messageLine(d, "d", m, { earlier: true });
   check("page d reconnected and shows the 3 missed messages once each, in order, and nothing twice");
+  await waitOnline(a, "a", { ann: 1, dan: 1 });
+  await waitOnline(d, "d", { ann: 1, dan: 1 });
+  check("dan, back, is online again on pages a and d");
   const after = `back again ${marker("after")}`;
   await say(a, after);
   await messageLine(d, "d", after, { from: "ann" });
@@ -334,7 +393,7 @@ async function main() {
   if (pageErrors.length) throw new Error(`errors in the pages:\n  ${pageErrors.join("\n  ")}`);
   check("no script errors in the pages");
 
-  for (const [name, page] of [["a", a], ["b", b], ["c", c], ["d", d]]) {
+  for (const [name, page] of [["a", a], ["c", c], ["d", d]]) {
     const file = join(OUT, `${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     check(`screenshot of page ${name}: ${file}`);

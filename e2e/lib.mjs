@@ -11,6 +11,12 @@ import WebSocket from "ws";
 export const PHX_URL = (process.env.PHX_URL || "http://127.0.0.1:4000").replace(/\/+$/, "");
 /** The socket endpoint phoenix.js appends "/websocket" to. */
 export const SOCKET_URL = PHX_URL + "/socket";
+/**
+ * Base URL of a second gateway of the same system (env PHX_URL_B; PHX_URL
+ * if unset), and its socket endpoint: for tests across two gateways.
+ */
+export const PHX_URL_B = (process.env.PHX_URL_B || PHX_URL).replace(/\/+$/, "");
+export const SOCKET_URL_B = PHX_URL_B + "/socket";
 
 /** A short random marker, unique per call, to tell our messages from others'. */
 export function marker(prefix = "t") {
@@ -95,11 +101,12 @@ export class Sockets {
 
   /**
    * newSocket builds a phoenix.js Socket (not yet connected). opts are passed
-   * to phoenix.js; `token` (if given) becomes params.token.
+   * to phoenix.js; `token` (if given) becomes params.token, and `endpoint`
+   * (default SOCKET_URL) is the socket endpoint, e.g. SOCKET_URL_B.
    */
-  newSocket({ token: tok, ...opts } = {}) {
+  newSocket({ token: tok, endpoint = SOCKET_URL, ...opts } = {}) {
     const params = tok === undefined ? {} : { token: tok };
-    const socket = new this.Socket(SOCKET_URL, { transport: WebSocket, params, ...opts });
+    const socket = new this.Socket(endpoint, { transport: WebSocket, params, ...opts });
     this.all.add(socket);
     return socket;
   }
@@ -125,7 +132,7 @@ export class Sockets {
     });
     socket.connect();
     try {
-      return await waitFor(opened, ms, `socket ${SOCKET_URL} to open`);
+      return await waitFor(opened, ms, `socket ${socket.endPoint} to open`);
     } catch (e) {
       this.disconnect(socket);
       throw e;

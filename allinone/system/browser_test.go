@@ -17,12 +17,13 @@ const chromiumPath = "/usr/bin/chromium"
 const browserHistoryMsgs = 12
 
 // TestBrowserChat runs e2e/browser.mjs: two chat pages in a real headless
-// Chromium show the room's history and talk through a whole system, a third
-// is refused a private room, and a fourth resumes after its connection was
-// cut, with every message it missed, then past the room's retention, saying
-// it lost some. `make test` installs Chromium and playwright-core first;
-// without them this test fails and says so. Screenshots go to
-// $PHX_ARTIFACTS if set, else to a temporary folder.
+// Chromium show the room's history and talk through a whole system, list
+// each other as online and one closing leaves the other's list (presence,
+// with a short interval), a third is refused a private room, and a fourth
+// resumes after its connection was cut, with every message it missed, then
+// past the room's retention, saying it lost some. `make test` installs
+// Chromium and playwright-core first; without them this test fails and says
+// so. Screenshots go to $PHX_ARTIFACTS if set, else to a temporary folder.
 func TestBrowserChat(t *testing.T) {
 	e2e := filepath.Join(repoRoot, "e2e")
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -42,8 +43,12 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	// browser.mjs resumes a page past the room's retention: 12 messages
-	// per room, which the page's history before that stays within.
-	s := startSystem(t, func(c *Config) { c.Store.History.MaxMsgsPerRoom = browserHistoryMsgs })
+	// per room, which the page's history before that stays within. A short
+	// presence interval keeps its online lists quick.
+	s := startSystem(t, func(c *Config) {
+		c.Store.History.MaxMsgsPerRoom = browserHistoryMsgs
+		c.Gateway.PresenceInterval = 200 * time.Millisecond
+	})
 
 	// browser.mjs stops itself after 60 s; past 2 minutes, interrupt it (so
 	// playwright closes Chromium), then kill it 10 s later.

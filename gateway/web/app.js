@@ -1,7 +1,7 @@
 // The chat of the Phoenix channels guide, on the unmodified phoenix.js client.
 (function () {
   "use strict";
-  const { Socket } = window.Phoenix;
+  const { Socket, Presence } = window.Phoenix;
   const messages = document.getElementById("messages");
   const input = document.getElementById("chat-input");
   const statusEl = document.getElementById("status");
@@ -9,6 +9,8 @@
   const userName = document.getElementById("user-name");
   const roomInput = document.getElementById("room-input");
   const roomName = document.getElementById("room-name");
+  const onlineList = document.getElementById("online-list");
+  const onlineCount = document.getElementById("online-count");
 
   let socket = null;
   let channel = null;
@@ -50,6 +52,24 @@
     messages.scrollTop = messages.scrollHeight;
   }
 
+  // showOnline lists who is in the room: each logged-in user once, with
+  // the number of their sockets (devices) there. Anonymous sockets are not
+  // tracked, so never listed.
+  function showOnline(presence) {
+    const users = presence ? presence.list((id, { metas }) => ({ id, devices: metas.length })) : [];
+    users.sort((a, b) => a.id.localeCompare(b.id));
+    onlineList.replaceChildren(...users.map(({ id, devices }) => {
+      const li = document.createElement("li");
+      li.dataset.user = id;
+      const count = document.createElement("small");
+      count.className = "devices";
+      count.textContent = devices + (devices === 1 ? " device" : " devices");
+      li.append(id + " ", count);
+      return li;
+    }));
+    onlineCount.textContent = presence ? "(" + users.length + ")" : "";
+  }
+
   async function tokenFor(name) {
     if (!name) return null;
     const res = await fetch("/token?user_id=" + encodeURIComponent(name));
@@ -61,6 +81,7 @@
   async function connect(name, room) {
     if (socket) socket.disconnect();
     channel = null;
+    showOnline(null);
     setInput(true);
     let token = null;
     try {
@@ -87,12 +108,17 @@
     let last = null;
     // Beyond the channels guide, each asked for (see the README's join
     // parameters): who sent each message, who joins, the user's ignore
-    // list, and the room's last 50 messages, or those since the last one shown.
+    // list, who is online (Presence), and the room's last 50 messages, or
+    // those since the last one shown.
     const ch = sock.channel(topic, () => ({
-      sender: true, joins: true, ignore: true,
+      sender: true, joins: true, ignore: true, presence: true,
       history: last ? { since: last } : { last: 50 },
     }));
     channel = ch;
+    // phoenix.js's Presence keeps the list in step with presence_state and
+    // presence_diff, across rejoins too.
+    const presence = new Presence(ch);
+    presence.onSync(() => { if (socket === sock) showOnline(presence); });
     // Live broadcasts carry their position as the frame's ref.
     ch.on("new_msg", (payload, pos) => { show("new_msg", payload); if (pos) last = pos; });
     ch.on("user_joined", (payload, pos) => { show("user_joined", payload); if (pos) last = pos; });
@@ -115,6 +141,7 @@
         // A refused join is final for this page: stop phoenix.js's rejoin loop,
         // and take no more messages (they could only time out).
         ch.leave();
+        if (socket === sock) showOnline(null);
         if (channel === ch) {
           channel = null;
           setInput(false, "Not in " + topic + ": pick another room above");
