@@ -32,7 +32,8 @@ type Metrics struct {
 	BroadcastsDropped *prometheus.CounterVec
 	// RateLimited counts client frames refused by the per-socket rate limit.
 	RateLimited prometheus.Counter
-	// SlowDisconnects counts sockets closed because their send queue was full.
+	// SlowDisconnects counts sockets closed as slow consumers: their send
+	// queue was full, or they read nothing for the write timeout.
 	SlowDisconnects prometheus.Counter
 	// Panics counts panics recovered in one socket's handling (the socket
 	// was closed, 1011 where a close frame could still be sent).
@@ -80,7 +81,7 @@ func New() *Metrics {
 		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_rate_limited_total", Help: "Client frames refused by the per-socket rate limit."}),
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed because their send queue was full."}),
+			Name: "phx_gateway_slow_consumer_disconnects_total", Help: "Sockets closed as slow consumers: a full send queue, or nothing read for the write timeout."}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phx_gateway_panics_total", Help: "Panics recovered in one socket's handling; the socket was closed."}),
 		OverBudget: prometheus.NewCounter(prometheus.CounterOpts{

@@ -2,6 +2,8 @@ package ws
 
 import (
 	"bytes"
+	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -251,6 +253,7 @@ func (c *conn) writeLoop(p *pendingWrite) {
 	defer c.recoverPanic("writer", c.fail)
 	if p != nil {
 		if err := c.writeBatch(p.data, nil, p.frames); err != nil {
+			c.countTimeout(err)
 			c.fail()
 			return
 		}
@@ -259,6 +262,7 @@ func (c *conn) writeLoop(p *pendingWrite) {
 		batch, pong := c.take()
 		if len(batch) > 0 || pong != nil {
 			if err := c.writeBatch(nil, pong, batch); err != nil {
+				c.countTimeout(err)
 				c.fail()
 				return
 			}
@@ -347,4 +351,12 @@ func appendFrame(dst []byte, f session.Frame) []byte {
 func appendControl(dst []byte, op byte, payload []byte) []byte {
 	dst = wsframe.AppendHeader(dst, op, len(payload))
 	return append(dst, payload...)
+}
+
+// countTimeout counts a socket ended because the client read nothing for
+// WriteTimeout as a slow consumer, as one whose queue overflowed is.
+func (c *conn) countTimeout(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.srv.cfg.Metrics.SlowDisconnects.Inc()
+	}
 }
