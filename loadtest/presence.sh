@@ -11,6 +11,7 @@
 # bucket's writes are counted on NATS).
 #
 # PRESENCE=false runs the same room without presence (the idle comparison).
+# KEEP_LOGS=DIR keeps the processes' logs and the gateways' final metrics.
 # Everything runs on 127.0.0.1 on free ports, in a temporary folder, and is
 # stopped by PID at the end.
 #
@@ -36,6 +37,15 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/phxnats-presence.XXXXXX")
 pids=()
 cleanup() {
+	if [ -n "${KEEP_LOGS:-}" ]; then
+		# the logs, and each gateway's metrics at the end (its ops port)
+		mkdir -p "$KEEP_LOGS"
+		cp "$tmp"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+		for l in "$tmp"/gw-*.log; do
+			a=$(grep -oE '"ops_addr":"127\.0\.0\.1:[0-9]+' "$l" | head -1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)
+			[ -n "$a" ] && curl -fs "http://$a/metrics" >"$KEEP_LOGS/$(basename "$l" .log).metrics" || true
+		done
+	fi
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	rm -rf "$tmp"

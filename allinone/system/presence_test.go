@@ -317,3 +317,41 @@ func TestPresenceFlappingIsBatched(t *testing.T) {
 	}
 	t.Logf("%d flaps of 10 clients in %s: %d presence_diff frames, %d bytes, to each watching socket (interval %s)", flaps, run, diffs, bytes, interval)
 }
+
+// A client that reconnects within the presence interval (a network blip,
+// a page reload) to the same gateway takes over the presence its last
+// socket left: the room sees no change at all, neither leave nor join,
+// and the new socket's state lists it with the same phx_ref. A socket
+// that does not come back leaves with the next flush.
+func TestPresenceFlapAbsorbed(t *testing.T) {
+	const interval = time.Second
+	s := startSystem(t, func(c *Config) { c.Gateway.PresenceInterval = interval })
+	watcher := dial(t, s.URL(), nil)
+	watcher.joinPresence("rooms:lobby", "1")
+	watcher.expectState("rooms:lobby", "1", map[string]int{})
+	tok := token(t, s, "alice")
+	first := dial(t, s.URL(), url.Values{"token": {tok}})
+	first.joinPresence("rooms:lobby", "1")
+	st := first.expectState("rooms:lobby", "1", map[string]int{"alice": 1})
+	watcher.expectDiff("rooms:lobby", map[string]int{"alice": 1}, map[string]int{})
+
+	// The blip: the socket goes, a new one of the same user comes, well
+	// within the interval that the watcher's diff just started.
+	first.ws.Close()
+	again := dial(t, s.URL(), url.Values{"token": {tok}})
+	again.joinPresence("rooms:lobby", "1")
+	st2 := again.expectState("rooms:lobby", "1", map[string]int{"alice": 1})
+	if st2["alice"].Metas[0].PhxRef != st["alice"].Metas[0].PhxRef {
+		t.Fatalf("the reconnected socket got a new presence %+v, want the one it had %+v", st2["alice"], st["alice"])
+	}
+	// Nothing for the watcher for two intervals; then a real leave.
+	_ = watcher.ws.SetReadDeadline(time.Now().Add(2 * interval))
+	if _, data, err := watcher.ws.ReadMessage(); err == nil {
+		t.Fatalf("the room was told of a reconnection: %s", data)
+	}
+	watcher = dial(t, s.URL(), nil) // a read deadline breaks a gorilla connection
+	watcher.joinPresence("rooms:lobby", "2")
+	watcher.expectState("rooms:lobby", "2", map[string]int{"alice": 1})
+	again.ws.Close()
+	watcher.expectDiff("rooms:lobby", map[string]int{}, map[string]int{"alice": 1})
+}

@@ -101,14 +101,21 @@ type room struct {
 
 	mu       sync.Mutex
 	channels map[*session.Session]*channel
-	remote   map[string]*remoteKey // other gateways' keys, by instance
-	shown    proto.PresenceState   // what the channels were last told
-	state    []byte                // shown encoded; nil until needed
+	// left holds, until the next flush, the metas of sockets that left
+	// since the last one, by user: a socket of the same user that joins
+	// before the flush (a client reconnecting, a page reload) takes one
+	// over, so the others see no change at all (flapping costs the room
+	// nothing). A real leave still goes out with that flush.
+	left   map[string][]*proto.Meta
+	remote map[string]*remoteKey // other gateways' keys, by instance
+	shown  proto.PresenceState   // what the channels were last told
+	state  []byte                // shown encoded; nil until needed
 	// viewDirty: the merged state may differ from shown; localDirty: this
 	// gateway's key must be written.
 	viewDirty, localDirty bool
-	written               bool // the key holds presences
-	localBytes            int  // estimate of the key's value
+	written               bool   // the key holds presences
+	value                 []byte // what was last written into it
+	localBytes            int    // estimate of the key's value
 	lastFlush             time.Time
 	timer                 *time.Timer
 	gone                  bool
@@ -220,7 +227,14 @@ func (t *Tracker) join(r *room, joinRef string, s *session.Session) bool {
 	c.joinRef, c.ready = joinRef, false
 	if c.user != "" && c.meta == nil {
 		if n := metaBytes(c.user); r.localBytes+n <= t.maxValue {
-			c.meta = &proto.Meta{PhxRef: proto.NewPresenceRef(), OnlineAt: proto.OnlineAt(time.Now())}
+			if old := r.left[c.user]; len(old) > 0 {
+				// The same user's socket left within this interval: its
+				// presence goes on, unchanged, in this socket.
+				c.meta = old[len(old)-1]
+				r.left[c.user] = old[:len(old)-1]
+			} else {
+				c.meta = &proto.Meta{PhxRef: proto.NewPresenceRef(), OnlineAt: proto.OnlineAt(time.Now())}
+			}
 			r.localBytes += n
 			r.localDirty, r.viewDirty = true, true
 		} else {
@@ -267,6 +281,10 @@ func (t *Tracker) removeLocked(r *room, s *session.Session) {
 	if c.meta != nil {
 		r.localBytes -= metaBytes(c.user)
 		r.localDirty, r.viewDirty = true, true
+		if r.left == nil {
+			r.left = make(map[string][]*proto.Meta)
+		}
+		r.left[c.user] = append(r.left[c.user], c.meta)
 	}
 	if len(r.channels) == 0 {
 		t.dropLocked(r)
@@ -531,9 +549,10 @@ func (t *Tracker) maybeFlushLocked(r *room) {
 // the room's channels the diff since they were last told. r.mu is held.
 func (t *Tracker) flushLocked(r *room) {
 	r.lastFlush = time.Now()
+	r.left = nil // leaves not taken over go out now
 	if r.localDirty {
 		r.localDirty = false
-		t.writeLocked(r)
+		t.writeLocked(r, false)
 	}
 	if !r.viewDirty {
 		return
@@ -585,9 +604,11 @@ func (t *Tracker) flushLocked(r *room) {
 }
 
 // writeLocked writes this gateway's presences in r into its key, or
-// deletes the key when there are none. r.mu is held, so that writes of
-// one key leave in order.
-func (t *Tracker) writeLocked(r *room) {
+// deletes the key when there are none; unless again (the TTL's refresh),
+// a value the key holds already is not written (a flap absorbed within
+// an interval changes nothing). r.mu is held, so that writes of one key
+// leave in order.
+func (t *Tracker) writeLocked(r *room, again bool) {
 	local := r.localLocked()
 	if len(local) == 0 {
 		if r.written {
@@ -600,7 +621,10 @@ func (t *Tracker) writeLocked(r *room) {
 	if err != nil {
 		return
 	}
-	r.written = true
+	if !again && r.written && bytes.Equal(data, r.value) {
+		return
+	}
+	r.written, r.value = true, data
 	t.publish(r, &nats.Msg{Subject: proto.PresenceSubjectPrefix + r.key, Data: data, Header: nats.Header{}}, t.opts.TTL)
 }
 
@@ -638,7 +662,7 @@ func (t *Tracker) writeFailed(r *room, err error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if !r.gone {
-			r.localDirty = true
+			r.localDirty, r.value = true, nil // written again, even unchanged
 			t.maybeFlushLocked(r)
 		}
 	}()
@@ -676,7 +700,7 @@ func (t *Tracker) rewriteAll() {
 	for _, r := range t.snapshotRooms() {
 		r.mu.Lock()
 		if !r.gone && r.written {
-			t.writeLocked(r)
+			t.writeLocked(r, true)
 		}
 		for inst, k := range r.remote {
 			if k.state == nil && now.Sub(k.at) > proto.PresenceMarkerTTL {
