@@ -472,6 +472,9 @@ func runPresence(ctx context.Context, c *presenceCfg, co *coord) (*Result, error
 	part.add("load_cpu_ns", int64(selfCPU()-cpu0))
 	closeAllPres(socks)
 	part.addStats(stats)
+	if r := stats.DisconnectReason(); r != "" {
+		c.logf("presence: %d sockets ended by the server or the network; the last: %s", stats.Disconnects.Load(), r)
+	}
 	all, err := co.finish(part)
 	if err != nil || c.child > 0 {
 		return nil, err
