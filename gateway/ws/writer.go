@@ -208,6 +208,15 @@ func (c *conn) flush(w *poolWorker) {
 			i++
 		}
 		n, err := w.tryWrite(c.raw, buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The deadline a goroutine writer of this socket left
+			// (writeLoop, when its client was slow once): these writes
+			// never block, so it bounds nothing here. Failing on it
+			// ended healthy sockets without a close frame.
+			c.writeDeadline = time.Time{}
+			_ = c.ws.NetConn().SetWriteDeadline(time.Time{})
+			n, err = w.tryWrite(c.raw, buf)
+		}
 		if err != nil {
 			c.fail()
 			return
