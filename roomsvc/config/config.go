@@ -25,6 +25,7 @@ func LimitSettings() []svckit.Setting {
 		{Key: "rooms.ignore_max", Default: rooms.DefaultIgnoreMax, Help: "users one user may ignore; sizes the ignore bucket's largest value (513 bytes per entry)"},
 		{Key: "rooms.members_max_bytes", Default: rooms.DefaultMembersMaxBytes, Help: "size bound of the KV bucket phx_room_members in bytes (grants fail when full)"},
 		{Key: "rooms.ignores_max_bytes", Default: rooms.DefaultIgnoresMaxBytes, Help: "size bound of the KV bucket phx_user_ignores in bytes (ignores fail when full)"},
+		{Key: "rooms.presence_max_bytes", Default: rooms.DefaultPresenceMaxBytes, Help: "size bound of the KV bucket phx_presence in bytes (a value per room and gateway)"},
 		{Key: "rooms.history_max_msgs_per_room", Default: proto.DefaultHistoryMaxMsgsPerRoom, Help: "messages of room history kept per room in PHX_HISTORY; also caps {history: {last: N}}"},
 		{Key: "rooms.history_max_age", Default: proto.DefaultHistoryMaxAge, Help: "how long PHX_HISTORY keeps a message"},
 		{Key: "rooms.history_max_bytes", Default: proto.DefaultHistoryMaxBytes, Help: "size bound of PHX_HISTORY in bytes; past it the oldest messages of all rooms go first"},
@@ -34,12 +35,13 @@ func LimitSettings() []svckit.Setting {
 // Limits reads the LimitSettings into opts.
 func Limits(v *viper.Viper, opts *rooms.StoreOptions) error {
 	if err := svckit.Positive(v, "rooms.ignore_max", "rooms.members_max_bytes", "rooms.ignores_max_bytes",
-		"rooms.history_max_msgs_per_room", "rooms.history_max_bytes"); err != nil {
+		"rooms.history_max_msgs_per_room", "rooms.history_max_bytes", "rooms.presence_max_bytes"); err != nil {
 		return err
 	}
 	if v.GetDuration("rooms.history_max_age") <= 0 {
 		return fmt.Errorf("rooms.history_max_age must be positive, got %s", v.GetString("rooms.history_max_age"))
 	}
+	opts.PresenceMaxBytes = v.GetInt64("rooms.presence_max_bytes")
 	opts.History.MaxMsgsPerRoom = v.GetInt64("rooms.history_max_msgs_per_room")
 	opts.History.MaxAge = v.GetDuration("rooms.history_max_age")
 	opts.History.MaxBytes = v.GetInt64("rooms.history_max_bytes")
