@@ -366,3 +366,23 @@ func TestHistoryNoGapUnderLoad(t *testing.T) {
 	wg.Wait()
 	<-done
 }
+
+// A position the room stream has not reached (made up, or kept from a
+// stream since recreated) is no place to resume from: resuming after it
+// would skip every broadcast up to it. The join gets what the room keeps,
+// recovered false, and then every live broadcast.
+func TestHistoryFuturePosition(t *testing.T) {
+	s := startSystem(t, publicRooms)
+	nc := natsConn(t, s)
+	const topic = "rooms:pub-future"
+	publishBodies(t, nc, topic, "a", "b")
+	c := dial(t, s.URL(), nil)
+	h := c.joinHistory(topic, "1", `{"history":{"since":"99999999"}}`)
+	if h.Recovered || !equal(h.bodies(), []string{"a", "b"}) || seqOf(t, h.Seq) >= 99999999 {
+		t.Fatalf("since a future position: %+v", h)
+	}
+	publishBodies(t, nc, topic, "c")
+	if body, _ := c.liveBody(topic); body != "c" {
+		t.Fatalf("live after a future position: %q", body)
+	}
+}

@@ -36,6 +36,7 @@ import (
 // proto.HistoryStream, and what may have been dropped.
 type Index struct {
 	nc     *nats.Conn
+	js     jetstream.JetStream
 	st     jetstream.Stream
 	cc     jetstream.ConsumeContext
 	log    *slog.Logger
@@ -79,7 +80,7 @@ func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, perRoom in
 		return nil, fmt.Errorf("history: stream %s: %w", proto.HistoryStream, err)
 	}
 	state := st.CachedInfo().State
-	x := &Index{nc: nc, st: st, log: log, perRm: perRoom, closed: make(chan struct{}), rooms: make(map[string]*room)}
+	x := &Index{nc: nc, js: js, st: st, log: log, perRm: perRoom, closed: make(chan struct{}), rooms: make(map[string]*room)}
 	x.pos = state.FirstSeq - 1
 	if state.Msgs == 0 {
 		x.pos = state.LastSeq

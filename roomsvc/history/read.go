@@ -61,7 +61,7 @@ const fetchers = 16
 // ones reach it live), as c would have received them, and the position
 // live broadcasts continue after. It waits, within ctx, for the index to
 // reach pos.
-func (x *Index) Read(ctx context.Context, topic string, req proto.HistoryRequest, pos uint64, c Channel, maxLast int) (proto.HistoryReply, uint64, error) {
+func (x *Index) Read(ctx context.Context, topic string, req proto.HistoryRequest, pos uint64, c Channel, maxLast int) (rep proto.HistoryReply, resume uint64, err error) {
 	subject, err := proto.RoomSubject(topic)
 	if err != nil {
 		return proto.HistoryReply{}, 0, err
@@ -70,9 +70,18 @@ func (x *Index) Read(ctx context.Context, topic string, req proto.HistoryRequest
 		return proto.HistoryReply{}, 0, err
 	}
 	v := x.look(subject, pos)
-	resume := pos
-	rep := proto.HistoryReply{Messages: []proto.HistoryMessage{}, Recovered: true}
+	resume = pos
+	rep = proto.HistoryReply{Messages: []proto.HistoryMessage{}, Recovered: true}
 	sender := contains(c.Flags, proto.JoinSender)
+	if req.HasSince && req.Since > pos && !x.exists(ctx, req.Since) {
+		// A position the room stream has not reached: not one of ours
+		// (made up, or from a stream since recreated, whose sequences
+		// started again). Resuming after it would skip every broadcast
+		// up to it; the client gets what the room keeps instead, and is
+		// told it may have missed some.
+		req.Since = 0
+		defer func() { rep.Recovered = false }()
+	}
 	if req.HasSince {
 		resume = max(pos, req.Since)
 		// Every message after since is known to the index unless the
@@ -218,6 +227,13 @@ func (x *Index) fetch(ctx context.Context, subject string, seqs []uint64, c *Cha
 		out = out[len(out)-limit:]
 	}
 	return out, complete, gone, nil
+}
+
+// exists reports whether the room stream has reached seq (another
+// gateway, ahead of this one's position, may have handed it out).
+func (x *Index) exists(ctx context.Context, seq uint64) bool {
+	st, err := x.js.Stream(ctx, proto.RoomStream)
+	return err == nil && st.CachedInfo().State.LastSeq >= seq
 }
 
 // get reads the message at seq with a direct get, which any replica
