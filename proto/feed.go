@@ -2,7 +2,9 @@ package proto
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -193,4 +195,58 @@ func FeedHandlers(js jetstream.JetStream, timeout time.Duration, log *slog.Logge
 		SubjectFeedCreate: handle(func(ctx context.Context, req FeedRequest) FeedReply { return CreateFeed(ctx, js, req) }),
 		SubjectFeedDelete: handle(func(ctx context.Context, req FeedRequest) FeedReply { return DeleteStreamFeed(ctx, js, req) }),
 	}
+}
+
+// NewFeedKey draws a feed's secret key (FeedRequest.Key).
+func NewFeedKey() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// RequestFeed asks roomsvc (SubjectFeedCreate) for the consumer req
+// describes, or makes it with js when no roomsvc listens (tests, a bare
+// nats-server), where the caller's permissions allow.
+func RequestFeed(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req FeedRequest) (FeedReply, error) {
+	stream, err := feedStream(req)
+	if err != nil {
+		return FeedReply{}, err
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return FeedReply{}, err
+	}
+	var rep FeedReply
+	m, err := nc.RequestWithContext(ctx, SubjectFeedCreate, data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		rep = CreateFeed(ctx, js, req)
+	case err != nil:
+		return rep, fmt.Errorf("proto: consumer of %s: %w", stream, err)
+	default:
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			return rep, fmt.Errorf("proto: consumer of %s: bad reply %q", stream, m.Data)
+		}
+	}
+	if rep.Error != "" {
+		return rep, fmt.Errorf("proto: consumer of %s: %s", stream, rep.Error)
+	}
+	return rep, nil
+}
+
+// ReleaseFeed has roomsvc (SubjectFeedDelete) delete the consumer made
+// for req.Key of req.Stream, or deletes it with js when no roomsvc
+// listens, in the background (5 s at most): a consumer left behind ends
+// at its inactivity threshold anyway.
+func ReleaseFeed(nc *nats.Conn, js jetstream.JetStream, req FeedRequest) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		data, _ := json.Marshal(FeedRequest{Stream: req.Stream, Key: req.Key})
+		if _, err := nc.RequestWithContext(ctx, SubjectFeedDelete, data); errors.Is(err, nats.ErrNoResponders) {
+			DeleteStreamFeed(ctx, js, req)
+		}
+	}()
 }

@@ -2,9 +2,6 @@ package fanout
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -114,7 +111,7 @@ func (rd *reader) start(ctx context.Context) error {
 // time (start, then the supervisor); the lock is not held while the
 // server makes the consumer, which can take seconds during an election.
 func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
-	key, err := newFeedKey()
+	key, err := proto.NewFeedKey()
 	if err != nil {
 		return gap, err
 	}
@@ -136,7 +133,7 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 		return gap, fmt.Errorf("fanout: subscribe to the room feed: %w", err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
-	rep, err := rd.create(ctx, proto.FeedRequest{Key: key, StartSeq: next, Heartbeat: rd.heartbeat})
+	rep, err := proto.RequestFeed(ctx, rd.nc, rd.js, proto.FeedRequest{Key: key, StartSeq: next, Heartbeat: rd.heartbeat})
 	if err != nil {
 		_ = sub.Unsubscribe()
 		return gap, err
@@ -147,7 +144,7 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	if rd.stopped() || gen != rd.gen {
 		// stopped meanwhile: a consumer kept now would never be stopped
 		_ = sub.Unsubscribe()
-		rd.deleteAsync(key)
+		proto.ReleaseFeed(rd.nc, rd.js, proto.FeedRequest{Key: key})
 		return gap, errStopped
 	}
 	if rep.FirstSeq > next {
@@ -161,40 +158,6 @@ func (rd *reader) consume(ctx context.Context) (gap [2]uint64, err error) {
 	rd.seen.Store(true)
 	rd.watch = time.AfterFunc(2*rd.heartbeat, func() { rd.check(gen) })
 	return gap, nil
-}
-
-// create asks roomsvc for the consumer, or makes it when no roomsvc
-// listens.
-func (rd *reader) create(ctx context.Context, req proto.FeedRequest) (proto.FeedReply, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return proto.FeedReply{}, err
-	}
-	var rep proto.FeedReply
-	m, err := rd.nc.RequestWithContext(ctx, proto.SubjectFeedCreate, data)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		rep = proto.CreateFeed(ctx, rd.js, req)
-	case err != nil:
-		return rep, fmt.Errorf("fanout: consumer of %s: %w", proto.RoomStream, err)
-	default:
-		if err := json.Unmarshal(m.Data, &rep); err != nil {
-			return rep, fmt.Errorf("fanout: consumer of %s: bad reply %q", proto.RoomStream, m.Data)
-		}
-	}
-	if rep.Error != "" {
-		return rep, fmt.Errorf("fanout: consumer of %s: %s", proto.RoomStream, rep.Error)
-	}
-	return rep, nil
-}
-
-// newFeedKey draws a consumer's secret key.
-func newFeedKey() (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 // stopped reports whether stop was called.
@@ -374,20 +337,8 @@ func (rd *reader) dropLocked() {
 	if rd.sub != nil {
 		_ = rd.sub.Unsubscribe()
 		rd.watch.Stop()
-		rd.deleteAsync(rd.key)
+		proto.ReleaseFeed(rd.nc, rd.js, proto.FeedRequest{Key: rd.key})
 		rd.sub, rd.key, rd.name = nil, "", ""
 	}
 }
 
-// deleteAsync has roomsvc delete the consumer made for key, or deletes it
-// when no roomsvc listens.
-func (rd *reader) deleteAsync(key string) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		data, _ := json.Marshal(proto.FeedRequest{Key: key})
-		if _, err := rd.nc.RequestWithContext(ctx, proto.SubjectFeedDelete, data); errors.Is(err, nats.ErrNoResponders) {
-			proto.DeleteFeed(ctx, rd.js, key)
-		}
-	}()
-}

@@ -2,9 +2,6 @@ package presence
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -95,11 +92,10 @@ func (f *feed) consume(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("presence: stream %s: %w", proto.PresenceStream, err)
 	}
 	last := st.CachedInfo().State.LastSeq
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
+	key, err := proto.NewFeedKey()
+	if err != nil {
 		return 0, err
 	}
-	key := base64.RawURLEncoding.EncodeToString(b)
 	name := proto.FeedName(key)
 	f.mu.Lock()
 	if f.stopped() {
@@ -118,7 +114,7 @@ func (f *feed) consume(ctx context.Context) (uint64, error) {
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	req := proto.FeedRequest{Stream: proto.PresenceStream, Key: key, StartSeq: last + 1, Heartbeat: t.opts.Heartbeat}
-	if err := f.create(ctx, req); err != nil {
+	if _, err := proto.RequestFeed(ctx, t.nc, t.js, req); err != nil {
 		_ = sub.Unsubscribe()
 		return 0, err
 	}
@@ -136,27 +132,6 @@ func (f *feed) consume(ctx context.Context) (uint64, error) {
 }
 
 var errStopped = errors.New("presence: feed stopped")
-
-// create asks roomsvc for the consumer, or makes it when none listens.
-func (f *feed) create(ctx context.Context, req proto.FeedRequest) error {
-	data, _ := json.Marshal(req)
-	var rep proto.FeedReply
-	m, err := f.t.nc.RequestWithContext(ctx, proto.SubjectFeedCreate, data)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		rep = proto.CreateFeed(ctx, f.t.js, req)
-	case err != nil:
-		return fmt.Errorf("presence: consumer of %s: %w", proto.PresenceStream, err)
-	default:
-		if err := json.Unmarshal(m.Data, &rep); err != nil {
-			return fmt.Errorf("presence: consumer of %s: bad reply %q", proto.PresenceStream, m.Data)
-		}
-	}
-	if rep.Error != "" {
-		return fmt.Errorf("presence: consumer of %s: %s", proto.PresenceStream, rep.Error)
-	}
-	return nil
-}
 
 func (f *feed) stopped() bool {
 	select {
@@ -296,14 +271,5 @@ func (f *feed) dropLocked() {
 // deleteAsync has roomsvc delete the consumer made for key, or deletes
 // it when none listens.
 func (f *feed) deleteAsync(key string) {
-	t := f.t
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		req := proto.FeedRequest{Stream: proto.PresenceStream, Key: key}
-		data, _ := json.Marshal(req)
-		if _, err := t.nc.RequestWithContext(ctx, proto.SubjectFeedDelete, data); errors.Is(err, nats.ErrNoResponders) {
-			proto.DeleteStreamFeed(ctx, t.js, req)
-		}
-	}()
+	proto.ReleaseFeed(f.t.nc, f.t.js, proto.FeedRequest{Stream: proto.PresenceStream, Key: key})
 }
