@@ -341,4 +341,3 @@ func (rd *reader) dropLocked() {
 		rd.sub, rd.key, rd.name = nil, "", ""
 	}
 }
-
