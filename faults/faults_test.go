@@ -1,11 +1,9 @@
 package faults
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -332,59 +330,19 @@ func TestRoomsvcKilled(t *testing.T) {
 // server acknowledged is lost. testdata/drain.mjs drives the clients and
 // checks; see its header for what "acknowledged" means.
 func TestGatewayDrainPhoenixJS(t *testing.T) {
-	e2e := filepath.Join(repoRoot, "e2e")
-	for _, pkg := range []string{"phoenix", "ws"} {
-		if _, err := os.Stat(filepath.Join(e2e, "node_modules", pkg)); err != nil {
-			t.Fatalf("%s is not installed in e2e/node_modules: run `make e2e-deps` (make test and make faults do): %v", pkg, err)
-		}
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node is required for the phoenix.js fault test: %v", err)
-	}
+	node := phoenixJSNode(t)
 	c := startCluster(t)
 	gwA, gwB := c.gateways[0], c.gateways[1]
 	lb := startProxy(t, gwA.addr, gwB.addr)
 
-	script, _ := filepath.Abs(filepath.Join("testdata", "drain.mjs"))
-	cmd := exec.Command(node, script)
-	cmd.Env = append(cleanEnv(),
-		"E2E_DIR="+e2e,
+	// node's output: READY when everyone chats, then RESULT {json}.
+	ns := startNode(t, node, "drain.mjs",
 		"LB_URL=http://"+lb.addr(),
 		"B_URL="+gwB.url(),
 		"MOVERS=4",
 		"OBSERVERS=2",
 		fmt.Sprintf("NATS_NODES=%d", len(c.nats)),
 	)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedWriter{}
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-		}
-	})
-	// node's output: READY when everyone chats, then RESULT {json}.
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	deadline := time.After(60 * time.Second)
 	drainTook := make(chan time.Duration, 1)
 	stopProbes := make(chan struct{})
@@ -413,7 +371,7 @@ func TestGatewayDrainPhoenixJS(t *testing.T) {
 read:
 	for {
 		select {
-		case line, ok := <-lines:
+		case line, ok := <-ns.lines:
 			if !ok {
 				break read
 			}
@@ -438,11 +396,11 @@ read:
 				t.Logf("node: %s", line)
 			}
 		case <-deadline:
-			t.Fatalf("the phoenix.js clients did not finish in 60s; stderr:\n%s", stderr)
+			t.Fatalf("the phoenix.js clients did not finish in 60s; stderr:\n%s", ns.stderr)
 		}
 	}
-	if err := <-exited; err != nil || raw == "" {
-		t.Fatalf("node %s: %v\nstdout RESULT: %s\nstderr:\n%s", script, err, raw, stderr)
+	if err := ns.wait(); err != nil || raw == "" {
+		t.Fatalf("node %s: %v\nstdout RESULT: %s\nstderr:\n%s", ns.path, err, raw, ns.stderr)
 	}
 	if !gwA.proc.wait(20 * time.Second) {
 		t.Fatal("gateway A did not exit within 20s of SIGTERM")
@@ -465,7 +423,7 @@ read:
 		t.Logf("silent pushes (written by phoenix.js into a socket gateway A was closing; phoenix.js only sees a push timeout): %v", result.SilentExamples)
 	}
 	if !result.OK {
-		t.Errorf("phoenix.js clients report: %s\nstderr:\n%s", strings.Join(result.Failures, "\n"), stderr)
+		t.Errorf("phoenix.js clients report: %s\nstderr:\n%s", strings.Join(result.Failures, "\n"), ns.stderr)
 	}
 }
 

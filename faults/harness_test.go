@@ -714,3 +714,92 @@ func streamLeader(nc *nats.Conn, stream string) (string, error) {
 	}
 	return info.Cluster.Leader, nil
 }
+
+// phoenixJSNode checks that the phoenix.js clients of testdata can run
+// (e2e/node_modules holds phoenix and ws) and returns node. Tests call it
+// first, before starting anything.
+func phoenixJSNode(t *testing.T) string {
+	t.Helper()
+	e2e := filepath.Join(repoRoot, "e2e")
+	for _, pkg := range []string{"phoenix", "ws"} {
+		if _, err := os.Stat(filepath.Join(e2e, "node_modules", pkg)); err != nil {
+			t.Fatalf("%s is not installed in e2e/node_modules: run `make e2e-deps` (make test and make faults do): %v", pkg, err)
+		}
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is required for the phoenix.js fault tests: %v", err)
+	}
+	return node
+}
+
+// nodeScript is a script of testdata run with node: phoenix.js clients
+// that talk to the test a line at a time.
+type nodeScript struct {
+	path   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr *lockedWriter
+	lines  chan string   // its stdout, a line each; closed at the end
+	done   chan struct{} // closed once it has exited; err is then Wait's
+	err    error
+}
+
+// startNode runs testdata/name with node and env, E2E_DIR naming the
+// folder whose node_modules it loads. The test's cleanup kills it if it
+// still runs.
+func startNode(t *testing.T, node, name string, env ...string) *nodeScript {
+	t.Helper()
+	path, _ := filepath.Abs(filepath.Join("testdata", name))
+	ns := &nodeScript{path: path, stderr: &lockedWriter{}, lines: make(chan string), done: make(chan struct{})}
+	ns.cmd = exec.Command(node, path)
+	ns.cmd.Env = append(append(cleanEnv(), "E2E_DIR="+filepath.Join(repoRoot, "e2e")), env...)
+	ns.cmd.Stderr = ns.stderr
+	ns.cmd.SysProcAttr = sysProcAttr()
+	stdout, err := ns.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.stdin, err = ns.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			ns.lines <- sc.Text()
+		}
+		close(ns.lines)
+		ns.err = ns.cmd.Wait() // once stdout is read: Wait closes it
+		close(ns.done)
+	}()
+	t.Cleanup(ns.stop)
+	return ns
+}
+
+// wait returns once the script has exited, with how it ended.
+func (ns *nodeScript) wait() error {
+	<-ns.done
+	return ns.err
+}
+
+// stop kills the script unless it has ended, and waits for it.
+func (ns *nodeScript) stop() {
+	select {
+	case <-ns.done:
+		return
+	default:
+	}
+	_ = ns.cmd.Process.Kill()
+	go func() {
+		for range ns.lines { // what nobody reads any more
+		}
+	}()
+	select {
+	case <-ns.done:
+	case <-time.After(10 * time.Second):
+	}
+}

@@ -1,12 +1,10 @@
 package faults
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,7 +32,7 @@ import (
 // message posted meanwhile.
 func TestHistoryResumeAfterCut(t *testing.T) {
 	const cutFor = 30 * time.Second
-	node := nodeForHistory(t)
+	node := phoenixJSNode(t)
 	c := newCluster(t)
 	startNATS(t, c, 1)
 	c.startRoomsvc(c.seeds())
@@ -86,7 +84,7 @@ func TestHistoryGatewayCutFromNATS(t *testing.T) {
 		maxAge = 3 * time.Second
 		cutFor = 8 * time.Second
 	)
-	node := nodeForHistory(t)
+	node := phoenixJSNode(t)
 	c := newCluster(t)
 	startNATS(t, c, 1)
 	c.startRoomsvc(c.seeds(), "--rooms-stream-max-age", maxAge.String())
@@ -184,22 +182,6 @@ func TestHistoryGatewayCutFromNATS(t *testing.T) {
 	}
 }
 
-// nodeForHistory checks what the phoenix.js tests need and returns node.
-func nodeForHistory(t *testing.T) string {
-	t.Helper()
-	e2e := filepath.Join(repoRoot, "e2e")
-	for _, pkg := range []string{"phoenix", "ws"} {
-		if _, err := os.Stat(filepath.Join(e2e, "node_modules", pkg)); err != nil {
-			t.Fatalf("%s is not installed in e2e/node_modules: run `make e2e-deps` (make test and make faults do): %v", pkg, err)
-		}
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node is required for the phoenix.js fault tests: %v", err)
-	}
-	return node
-}
-
 // resumeResult is the RESULT line of testdata/resume.mjs; times are
 // milliseconds since the epoch.
 type resumeResult struct {
@@ -289,41 +271,7 @@ func position(raw json.RawMessage) (uint64, bool) {
 // script RESTORED. It returns the script's RESULT.
 func runResume(t *testing.T, node string, limit time.Duration, fault func(), env ...string) resumeResult {
 	t.Helper()
-	script, _ := filepath.Abs(filepath.Join("testdata", "resume.mjs"))
-	cmd := exec.Command(node, script)
-	cmd.Env = append(append(cleanEnv(), "E2E_DIR="+filepath.Join(repoRoot, "e2e")), env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedWriter{}
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-		}
-	})
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	ns := startNode(t, node, "resume.mjs", env...)
 	deadline := time.After(limit)
 	faultDone := make(chan struct{})
 	var res resumeResult
@@ -331,7 +279,7 @@ func runResume(t *testing.T, node string, limit time.Duration, fault func(), env
 read:
 	for {
 		select {
-		case line, ok := <-lines:
+		case line, ok := <-ns.lines:
 			if !ok {
 				break read
 			}
@@ -341,7 +289,7 @@ read:
 				go func() {
 					defer close(faultDone)
 					fault()
-					_, _ = io.WriteString(stdin, "RESTORED\n")
+					_, _ = io.WriteString(ns.stdin, "RESTORED\n")
 				}()
 			case strings.HasPrefix(line, "RESULT "):
 				raw = strings.TrimPrefix(line, "RESULT ")
@@ -352,17 +300,17 @@ read:
 				t.Logf("node: %s", line)
 			}
 		case <-deadline:
-			t.Fatalf("the phoenix.js clients did not finish in %v; stderr:\n%s", limit, stderr)
+			t.Fatalf("the phoenix.js clients did not finish in %v; stderr:\n%s", limit, ns.stderr)
 		}
 	}
-	err = <-exited
+	err := ns.wait()
 	select {
 	case <-faultDone:
 	case <-time.After(limit):
 		t.Fatal("the fault did not end")
 	}
 	if err != nil || raw == "" || res.Error != "" {
-		t.Fatalf("node %s: %v\n%s\nstderr:\n%s", script, err, res.Error, stderr)
+		t.Fatalf("node %s: %v\n%s\nstderr:\n%s", ns.path, err, res.Error, ns.stderr)
 	}
 	return res
 }
@@ -521,7 +469,7 @@ func streamSeqs(nc *nats.Conn, stream string) (uint64, uint64, error) {
 // since, a position of the stopped process: its reply must hold exactly
 // those two, recovered.
 func TestHistoryAcrossRestart(t *testing.T) {
-	node := nodeForHistory(t)
+	node := phoenixJSNode(t)
 	dataDir := t.TempDir()
 	port := freePort(t)
 	// start runs the chat and posts bodies into rooms:lobby once it is ready.
@@ -547,38 +495,25 @@ func TestHistoryAcrossRestart(t *testing.T) {
 		return p, url
 	}
 	first, url := start(1, "a", "b", "c")
-	cmd := exec.Command(node, filepath.Join("testdata", "restart_resume.mjs"))
-	cmd.Env = append(cleanEnv(), "E2E_DIR="+filepath.Join(repoRoot, "e2e"), "URL="+url,
-		"WANT_FIRST=a,b,c", "WANT_ALL=a,b,c,d,e", "LIMIT_MS=60000")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	ns := startNode(t, node, "restart_resume.mjs", "URL="+url, "WANT_FIRST=a,b,c", "WANT_ALL=a,b,c,d,e", "LIMIT_MS=60000")
 	next := func() string {
-		if !lines.Scan() {
-			t.Fatalf("phoenix.js client ended: %v\n%s", lines.Err(), stderr.String())
+		select {
+		case line, ok := <-ns.lines:
+			if ok {
+				return line
+			}
+		case <-time.After(90 * time.Second):
 		}
-		return lines.Text()
+		t.Fatalf("phoenix.js client ended or went quiet; stderr:\n%s", ns.stderr)
+		return ""
 	}
 	ready := next()
 	if !strings.HasPrefix(ready, "READY ") {
-		t.Fatalf("client: %s\n%s", ready, stderr.String())
+		t.Fatalf("client: %s\n%s", ready, ns.stderr)
 	}
 	first.stop(20 * time.Second) // SIGTERM, then the drain
 	start(2, "d", "e")
-	if _, err := io.WriteString(stdin, "OPEN\n"); err != nil {
+	if _, err := io.WriteString(ns.stdin, "OPEN\n"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,12 +1,9 @@
 package faults
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -44,7 +41,7 @@ func TestPresenceGatewayKilled(t *testing.T) {
 		// bound itself was met or missed).
 		slack = time.Second
 	)
-	node := nodeForHistory(t)
+	node := phoenixJSNode(t)
 	c := newCluster(t)
 	startNATS(t, c, 1)
 	c.startRoomsvc(c.seeds())
@@ -267,44 +264,22 @@ type presenceJS struct {
 
 func startPresenceJS(t *testing.T, node string, env ...string) *presenceJS {
 	t.Helper()
-	script, _ := filepath.Abs(filepath.Join("testdata", "presence.mjs"))
-	cmd := exec.Command(node, script)
-	cmd.Env = append(append(cleanEnv(), "E2E_DIR="+filepath.Join(repoRoot, "e2e")), env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedWriter{}
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &presenceJS{t: t, stdin: stdin, syncs: map[string][]presSyncAt{}, close: map[string][]time.Time{},
+	ns := startNode(t, node, "presence.mjs", env...)
+	p := &presenceJS{t: t, stdin: ns.stdin, syncs: map[string][]presSyncAt{}, close: map[string][]time.Time{},
 		joins: map[string][]time.Time{}, ended: make(chan struct{})}
 	go func() {
 		defer close(p.ended)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			p.line(sc.Text())
+		for line := range ns.lines {
+			p.line(line)
 		}
-		_ = cmd.Wait()
+		_ = ns.wait()
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.ended:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.ended
-		}
+		ns.stop()
+		<-p.ended
 		if t.Failed() {
 			p.mu.Lock()
-			t.Logf("presence.mjs: other output %q; stderr:\n%s", first(p.other, 20), stderr)
+			t.Logf("presence.mjs: other output %q; stderr:\n%s", first(p.other, 20), ns.stderr)
 			p.mu.Unlock()
 		}
 	})
