@@ -39,8 +39,13 @@ func (h *historyCfg) flags(fs *flag.FlagSet) {
 const roomsPerPublisher = 10
 
 func runHistory(ctx context.Context, h *historyCfg, co *coord) (*Result, error) {
-	if h.Procs != 1 {
+	switch {
+	case h.Procs != 1:
 		return nil, fmt.Errorf("history: --procs must be 1")
+	case h.BusyRooms < 1 || h.Prefill < 1 || h.Joins < 1 || h.Last < 1:
+		return nil, fmt.Errorf("history: --busy-rooms, --prefill, --joins and --last must be at least 1")
+	case h.BgRate < 0:
+		return nil, fmt.Errorf("history: --bg-rate must not be negative")
 	}
 	part := newPart()
 	stats := &phx.Stats{}
