@@ -119,6 +119,9 @@ func (r *Result) gwMetrics(prefix string, a, b []procSample) {
 }
 
 func runPresence(ctx context.Context, c *presenceCfg, co *coord) (*Result, error) {
+	if c.Conns < 1 || c.Flappers < 0 || c.Flappers >= c.Conns {
+		return nil, fmt.Errorf("presence: --conns must be at least 1 and --flappers within 0..conns-1 (someone must watch)")
+	}
 	first, n := c.share(c.Conns)
 	part := newPart()
 	stats := &phx.Stats{}
